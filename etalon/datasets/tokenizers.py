@@ -31,8 +31,17 @@ class FastTokenizer:
         return self._backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Encode many texts at once (Rust threads): what the prompt builder uses to verify counts."""
-        return [enc.ids for enc in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+        """Encode many texts at once (Rust threads)."""
+        return [enc.ids for enc in self._encode_batch(texts)]
+
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        """Token count of each text: what the prompt builder uses to verify its prompts quickly."""
+        return [len(enc) for enc in self._encode_batch(texts)]
+
+    def _encode_batch(self, texts: Sequence[str]) -> list[Any]:
+        # encode_batch_fast (tokenizers >= 0.20) skips offset tracking: ~1.5x faster.
+        encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
+        return encode(list(texts), add_special_tokens=False)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._backend.decode(list(ids), skip_special_tokens=False)
