@@ -1,0 +1,207 @@
+"""aiohttp application of the simulated OpenAI-compatible server: routes, streaming, emission log."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from etalon.sim.config import SimConfig
+from etalon.sim.faults import FaultInjector
+from etalon.sim.prom import SimCounters, render_metrics
+from etalon.sim.requests import ApiError, count_prompt_tokens, output_plan
+from etalon.sim.schedulers import EngineScheduler, IndependentScheduler
+from etalon.sim.streams import StreamSpec, TokenStream, usage
+from etalon.sim.tokens import TokenTable
+
+
+class EmissionLog:
+    """One JSON line per finished request: when each token's chunk was written (monotonic ns)."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "ab")  # noqa: SIM115 - held open for the server's lifetime
+
+    def write(self, stream: TokenStream) -> None:
+        self._file.write(orjson.dumps({
+            "request_id": stream.spec.request_id, "token_ns": stream.token_ns,
+            "prompt_tokens": stream.spec.prompt_tokens, "output_tokens": stream.emitted,
+        }) + b"\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class SimServer:
+    """Owns the scheduler, faults, counters and routes of one simulated model."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.table = TokenTable(config.tokenizer, config.seed)
+        self.scheduler: IndependentScheduler | EngineScheduler = (
+            IndependentScheduler(config) if config.scheduler == "independent"
+            else EngineScheduler(config))
+        self.faults = FaultInjector(config.faults)
+        self.counters = SimCounters()
+        self.rng = random.Random(config.seed)
+        self.emission_log = EmissionLog(config.emission_log_path) if config.emission_log_path else None
+        self._ids = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+        app.middlewares.append(_error_middleware)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start(self, _app: web.Application) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.scheduler.run())
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.emission_log is not None:
+            self.emission_log.close()
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def models(self, _request: web.Request) -> web.Response:
+        model = {"id": self.config.served_model_name, "object": "model", "created": 0,
+                 "owned_by": "etalon-sim", "max_model_len": self.config.context_tokens}
+        return web.json_response({"object": "list", "data": [model]})
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        scheduler = self.scheduler
+        is_engine = isinstance(scheduler, EngineScheduler)
+        text = render_metrics(
+            self.config.served_model_name, self.counters, scheduler.running(), scheduler.waiting(),
+            scheduler.core.kv_usage() if is_engine else 0.0,
+            scheduler.core.num_preemptions if is_engine else 0, self.faults.counts)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, "chat")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, "completions")
+
+    async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
+        body = await _json_body(request)
+        spec = self._spec(request, body, api)
+        rejection = self.faults.admit(time.monotonic_ns())
+        if rejection is not None:
+            headers = {"Retry-After": str(rejection.retry_after_s)} if rejection.retry_after_s else {}
+            error_type = "rate_limit_exceeded" if rejection.status == 429 else "server_error"
+            raise ApiError(rejection.status, rejection.message, rejection.fault_type, error_type,
+                           headers)
+        slow_start_s = self.faults.slow_start_s()
+        if slow_start_s:
+            await asyncio.sleep(slow_start_s)  # nothing, not even headers, before this
+        self.counters.prompt_tokens_total += spec.prompt_tokens
+        if spec.streaming:
+            return await self._stream(request, spec)
+        return await self._non_stream(spec)
+
+    def _spec(self, request: web.Request, body: dict[str, Any], api: str) -> StreamSpec:
+        model = body.get("model")
+        if model != self.config.served_model_name:
+            raise ApiError(400, f"model {model!r} does not exist; this server serves "
+                           f"{self.config.served_model_name!r}", "model_not_found")
+        prompt_tokens = count_prompt_tokens(api, body, self.table)
+        output_tokens, finish_reason = output_plan(body, prompt_tokens, self.config, self.rng)
+        if isinstance(self.scheduler, EngineScheduler):
+            problem = self.scheduler.check_fits(max(prompt_tokens, 1) + output_tokens)
+            if problem:
+                raise ApiError(400, problem, "context_length_exceeded")
+        number = next(self._ids)
+        options = body.get("stream_options") or {}
+        return StreamSpec(
+            request_id=request.headers.get("X-Request-Id") or f"sim-{number}",
+            response_id=f"{'chatcmpl' if api == 'chat' else 'cmpl'}-{number:x}",
+            api=api, model=self.config.served_model_name, prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens, finish_reason=finish_reason,
+            streaming=bool(body.get("stream")),
+            include_usage=bool(isinstance(options, dict) and options.get("include_usage")))
+
+    async def _stream(self, request: web.Request, spec: StreamSpec) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        writer = await response.prepare(request)
+        stream = TokenStream(spec, self.table, request.transport, bool(getattr(writer, "chunked", False)),
+                             self.faults.for_stream(spec.output_tokens), self.faults.count,
+                             offset=self.rng.randrange(len(self.table.texts)))
+        await self._run(stream)
+        if stream.alive and stream.emitted >= spec.output_tokens:
+            try:
+                await response.write_eof()
+            except ConnectionError:
+                pass
+        return response
+
+    async def _non_stream(self, spec: StreamSpec) -> web.Response:
+        stream = TokenStream(spec, self.table, None, False, self.faults.for_stream(1),
+                             self.faults.count, offset=self.rng.randrange(len(self.table.texts)))
+        stream.faults.stall_at = stream.faults.disconnect_at = stream.faults.malformed_at = None
+        await self._run(stream)
+        text = stream.text()
+        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": spec.finish_reason}
+        if spec.api == "chat":
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        return web.json_response({
+            "id": spec.response_id, "created": int(time.time()), "model": spec.model,
+            "object": "chat.completion" if spec.api == "chat" else "text_completion",
+            "choices": [choice], "usage": usage(spec)}, dumps=lambda v: orjson.dumps(v).decode())
+
+    async def _run(self, stream: TokenStream) -> None:
+        self.scheduler.submit(stream, time.monotonic_ns())
+        try:
+            await stream.done
+        finally:
+            if stream.emitted < stream.spec.output_tokens:
+                self.scheduler.abort(stream)
+            self._account(stream)
+
+    def _account(self, stream: TokenStream) -> None:
+        self.counters.generation_tokens_total += stream.emitted
+        if stream.emitted >= stream.spec.output_tokens:
+            self.counters.request_success_total[stream.spec.finish_reason] += 1
+        if self.emission_log is not None:
+            self.emission_log.write(stream)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", "invalid_json")
+    return body
+
+
+@web.middleware
+async def _error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = ApiError(exc.status, f"{exc.reason}: {request.method} {request.path}",
+                         "not_found" if exc.status == 404 else "http_error")
+        return web.json_response(error.body(), status=exc.status)

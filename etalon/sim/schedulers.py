@@ -1,0 +1,185 @@
+"""The two emission loops: ``independent`` timelines and the continuous-batching engine."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from typing import Callable
+
+from etalon.sim.config import SimConfig
+from etalon.sim.engine import EngineCore, TokenEvent, step_time_s
+from etalon.sim.streams import TokenStream
+
+# Tokens due this close to "now" are written in the current batch (bounded early emission).
+EARLY_NS = 50_000
+# An engine that falls this far behind its step deadlines restarts its clock instead of bursting.
+MAX_STEP_LAG_NS = 5_000_000
+
+
+class PreciseSleeper:
+    """Sleeps to an absolute monotonic deadline: a timer for the bulk, loop yields for the tail."""
+
+    def __init__(self, spin_wait_s: float) -> None:
+        self.spin_ns = int(spin_wait_s * 1e9)
+        self._future: asyncio.Future[None] | None = None
+        self.target_ns = 0
+
+    async def until(self, target_ns: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.target_ns = target_ns
+        while True:
+            remaining_ns = target_ns - time.monotonic_ns()
+            if remaining_ns <= EARLY_NS or self.target_ns != target_ns:
+                return
+            if remaining_ns <= self.spin_ns:
+                await asyncio.sleep(0)
+                continue
+            future = self._future = loop.create_future()
+            handle = loop.call_later((remaining_ns - self.spin_ns) / 1e9, _resolve, future)
+            try:
+                await future
+            finally:
+                handle.cancel()
+                self._future = None
+
+    def interrupt(self) -> None:
+        """Make a pending ``until`` return now (a new, earlier deadline exists)."""
+        self.target_ns = -1
+        if self._future is not None:
+            _resolve(self._future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class IndependentScheduler:
+    """Every request on its own timeline; infinite capacity. One loop serves all streams."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.latency = config.latency
+        self.tbt_ns = int(self.latency.tbt_s * 1e9)
+        self.sleeper = PreciseSleeper(config.spin_wait_s)
+        self._heap: list[tuple[int, int, TokenStream]] = []
+        self._order = itertools.count()
+        self._idle = asyncio.Event()
+        self.active = 0
+
+    def running(self) -> int:
+        return self.active
+
+    def waiting(self) -> int:
+        return 0
+
+    def submit(self, stream: TokenStream, arrival_ns: int) -> None:
+        ttft_s = self.latency.ttft_base_s + self.latency.ttft_per_prompt_token_s * stream.spec.prompt_tokens
+        due_ns = arrival_ns + int(ttft_s * 1e9)
+        heapq.heappush(self._heap, (due_ns, next(self._order), stream))
+        self.active += 1
+        self._idle.set()
+        if due_ns < self.sleeper.target_ns:
+            self.sleeper.interrupt()
+
+    def abort(self, stream: TokenStream) -> None:
+        stream.alive = False  # dropped when it next comes due
+
+    async def run(self) -> None:
+        heap = self._heap
+        while True:
+            if not heap:
+                self._idle.clear()
+                await self._idle.wait()
+                continue
+            now_ns = time.monotonic_ns()
+            if heap[0][0] > now_ns + EARLY_NS:
+                await self.sleeper.until(heap[0][0])
+                continue
+            self._emit_due(now_ns)
+            await asyncio.sleep(0)  # let the loop flush sockets and accept requests
+
+    def _emit_due(self, now_ns: int) -> None:
+        heap, tbt_ns, horizon_ns = self._heap, self.tbt_ns, now_ns + EARLY_NS
+        pop, push = heapq.heappop, heapq.heappush
+        while heap and heap[0][0] <= horizon_ns:
+            due_ns, order, stream = pop(heap)
+            if stream.emit(time.monotonic_ns()):
+                push(heap, (due_ns + tbt_ns, order, stream))
+            else:
+                self.active -= 1
+
+
+class EngineScheduler:
+    """Iteration loop: schedule a step, sleep its modelled time to an absolute deadline, emit."""
+
+    def __init__(self, config: SimConfig, on_preempt: Callable[[int], None] | None = None) -> None:
+        self.latency = config.latency
+        self.core = EngineCore(config.scheduler, config.max_num_seqs, config.max_num_batched_tokens,
+                               config.kv_cache_tokens, config.block_size_tokens)
+        self.sleeper = PreciseSleeper(config.spin_wait_s)
+        self.streams: dict[int, TokenStream] = {}
+        self._ids = itertools.count()
+        self._work = asyncio.Event()
+        self.steps = 0
+
+    def running(self) -> int:
+        return len(self.core.running)
+
+    def waiting(self) -> int:
+        return len(self.core.waiting)
+
+    def check_fits(self, total_tokens: int) -> str | None:
+        if self.core.fits_ever(total_tokens):
+            return None
+        return (f"prompt plus max_tokens is {total_tokens} tokens, more than the KV cache "
+                f"({self.core.total_blocks * self.core.block_size_tokens} tokens) can ever hold")
+
+    def submit(self, stream: TokenStream, arrival_ns: int) -> None:
+        seq_id = next(self._ids)
+        self.streams[seq_id] = stream
+        self.core.add(seq_id, stream.spec.prompt_tokens, stream.spec.output_tokens)
+        stream.seq_id = seq_id
+        self._work.set()
+
+    def abort(self, stream: TokenStream) -> None:
+        if self.streams.pop(stream.seq_id, None) is not None:
+            self.core.abort(stream.seq_id)
+
+    async def run(self) -> None:
+        step_start_ns: int | None = None
+        while True:
+            if not self.core.has_work():
+                self._work.clear()
+                await self._work.wait()
+                step_start_ns = None
+                continue
+            now_ns = time.monotonic_ns()
+            if step_start_ns is None or now_ns - step_start_ns > MAX_STEP_LAG_NS:
+                step_start_ns = now_ns
+            plan = self.core.schedule()
+            if not plan.items:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            deadline_ns = step_start_ns + int(step_time_s(plan, self.latency) * 1e9)
+            await self.sleeper.until(deadline_ns)
+            self._emit(self.core.commit(plan))
+            self.steps += 1
+            step_start_ns = deadline_ns
+            if deadline_ns <= now_ns + EARLY_NS:
+                await asyncio.sleep(0)  # zero-time steps still let the loop do I/O
+
+    def _emit(self, events: list[TokenEvent]) -> None:
+        streams = self.streams
+        for event in events:
+            stream = streams.get(event.seq_id)
+            if stream is None:
+                continue
+            alive = stream.emit(time.monotonic_ns())
+            if event.finished or not alive:
+                del streams[event.seq_id]
+                if not event.finished:
+                    self.core.abort(event.seq_id)
+

@@ -1,0 +1,176 @@
+"""One response's token stream: OpenAI SSE chunk bytes written straight to the transport."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+
+from etalon.sim.tokens import TokenTable
+
+# A client that stops reading gets cut off instead of growing the server's memory.
+MAX_WRITE_BUFFER_BYTES = 8 * 1024 * 1024
+MALFORMED_LINE = b"data: {this is not json\n\n"
+
+
+@dataclass(slots=True)
+class StreamFaults:
+    """Faults drawn for one request: the token index (1-based) where each one strikes."""
+
+    stall_at: int | None = None
+    stall_s: float = 0.0
+    disconnect_at: int | None = None
+    malformed_at: int | None = None
+
+
+@dataclass(slots=True)
+class StreamSpec:
+    """What the request asked for, after validation."""
+
+    request_id: str  # X-Request-Id or generated; names the request in the emission log
+    response_id: str  # the OpenAI "id" field, always generated (safe to embed)
+    api: str  # "chat" or "completions"
+    model: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str
+    streaming: bool
+    include_usage: bool
+
+
+class TokenStream:
+    """Writes one token per chunk; the scheduler calls ``emit`` when the next token is due."""
+
+    __slots__ = ("spec", "table", "transport", "chunked", "faults", "emitted", "token_ns",
+                 "done", "alive", "seq_id", "_prefix", "_suffix", "_backlog", "_on_fault", "_offset")
+
+    def __init__(self, spec: StreamSpec, table: TokenTable, transport: Any, chunked: bool,
+                 faults: StreamFaults, on_fault: Callable[[str], None], offset: int) -> None:
+        self.spec = spec
+        self.table = table
+        self.transport = transport
+        self.chunked = chunked
+        self.faults = faults
+        self.emitted = 0
+        self.token_ns: list[int] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.alive = True
+        self.seq_id = -1  # set by the engine scheduler
+        self._on_fault = on_fault
+        self._offset = offset
+        self._backlog: list[bytes] | None = None
+        head = _chunk_head(spec)
+        if spec.api == "chat":
+            self._prefix = head + b'"delta":{"content":'
+            self._suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+        else:
+            self._prefix = head + b'"text":'
+            self._suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def emit(self, now_ns: int) -> bool:
+        """Write the next token (plus the closing chunks after the last); False once finished."""
+        if not self.alive:
+            return False
+        k = self.emitted
+        self.emitted = k + 1
+        self.token_ns.append(now_ns)
+        if self.spec.streaming:
+            self._write_token(k, now_ns)
+        if self.emitted >= self.spec.output_tokens:
+            self.finish()
+            return False
+        return self.alive
+
+    def _write_token(self, k: int, now_ns: int) -> None:
+        table = self.table
+        body = self._prefix + table.json_texts[(self._offset + k) % len(table.json_texts)] + self._suffix
+        if k == 0 and self.spec.api == "chat":
+            body = _role_chunk(self.spec) + body  # the role rides with the first token
+        if self.faults.malformed_at == k + 1:
+            self._on_fault("malformed")
+            body = MALFORMED_LINE + body
+        if self.emitted >= self.spec.output_tokens:
+            body += self._closing_chunks()
+        self._write(body)
+        if self.faults.stall_at == k + 1 and self.alive:
+            self._on_fault("stall")
+            self._backlog = []
+            asyncio.get_running_loop().call_later(self.faults.stall_s, self._flush_backlog)
+        if self.faults.disconnect_at == k + 1 and self.alive:
+            self._on_fault("disconnect")
+            self.transport.close()
+            self.alive = False
+            self._resolve()
+
+    def _write(self, body: bytes) -> None:
+        frame = b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body
+        if self._backlog is not None:
+            self._backlog.append(frame)
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing() or (
+                transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES):
+            self.alive = False
+            self._resolve()
+            return
+        transport.write(frame)
+
+    def _flush_backlog(self) -> None:
+        backlog, self._backlog = self._backlog or [], None
+        if backlog and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(backlog))
+            if self.emitted >= self.spec.output_tokens:
+                self._resolve()
+
+    def _closing_chunks(self) -> bytes:
+        spec = self.spec
+        head = _chunk_head(spec)
+        if spec.api == "chat":
+            out = head + b'"delta":{},"logprobs":null,"finish_reason":"%s"}]}\n\n' % (
+                spec.finish_reason.encode())
+        else:
+            out = head + b'"text":"","logprobs":null,"finish_reason":"%s"}]}\n\n' % (
+                spec.finish_reason.encode())
+        if spec.include_usage:
+            out += b"data: " + orjson.dumps({
+                "id": spec.response_id, "object": _object_name(spec), "created": _created(),
+                "model": spec.model, "choices": [], "usage": usage(spec)}) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    def finish(self) -> None:
+        if self._backlog is None:  # a stalled stream resolves when its backlog is flushed
+            self._resolve()
+
+    def _resolve(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def text(self) -> str:
+        return self.table.text(self._offset, self.emitted)
+
+
+def usage(spec: StreamSpec, completion_tokens: int | None = None) -> dict[str, int]:
+    done = spec.output_tokens if completion_tokens is None else completion_tokens
+    return {"prompt_tokens": spec.prompt_tokens, "completion_tokens": done,
+            "total_tokens": spec.prompt_tokens + done}
+
+
+def _created() -> int:
+    return int(time.time())
+
+
+def _object_name(spec: StreamSpec) -> str:
+    return "chat.completion.chunk" if spec.api == "chat" else "text_completion"
+
+
+def _chunk_head(spec: StreamSpec) -> bytes:
+    return b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":[{"index":0,' % (
+        spec.response_id.encode(), _object_name(spec).encode(), _created(), orjson.dumps(spec.model))
+
+
+def _role_chunk(spec: StreamSpec) -> bytes:
+    return _chunk_head(spec) + (
+        b'"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n')
