@@ -1,0 +1,176 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A config value a user set is invalid; the message names the key."""
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class ModelConfig:
+    """The served model: the name the endpoint knows, its tokenizer, its context limit."""
+
+    name: str = MISSING
+    tokenizer: str = "etalon-bpe-8k"
+    context_tokens: int = 8192
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "model.name", "must be set")
+        _require(self.context_tokens >= 2, "model.context_tokens", f"must be >= 2, got {self.context_tokens}")
+
+
+@dataclass
+class EndpointConfig:
+    """Where requests go and how: client class, URL, auth, extra body, optional server to launch."""
+
+    name: str = MISSING
+    client: Any = field(default_factory=lambda: {"_target_": "etalon.clients.openai.OpenAIChatClient"})
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    ignore_eos: bool = True
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    server: Any = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.base_url is not None or self.server is not None,
+            "endpoint.base_url",
+            "must be set when endpoint.server is null (nothing to launch)",
+        )
+        if self.base_url is not None:
+            _require(
+                self.base_url.startswith(("http://", "https://")),
+                "endpoint.base_url",
+                f"must start with http:// or https://, got {self.base_url!r}",
+            )
+        _require(self.timeout_s > 0, "endpoint.timeout_s", f"must be > 0, got {self.timeout_s}")
+        _require(
+            self.connect_timeout_s > 0,
+            "endpoint.connect_timeout_s",
+            f"must be > 0, got {self.connect_timeout_s}",
+        )
+
+
+@dataclass
+class WorkloadConfig:
+    """Arrival process, length sampler, size of the run, warm-up and seed."""
+
+    arrival: Any = MISSING
+    lengths: Any = MISSING
+    num_requests: int | None = 100
+    duration_s: float | None = None
+    warmup_requests: int = 0
+    seed: int = 42
+    max_total_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.num_requests is not None or self.duration_s is not None,
+            "workload.num_requests",
+            "set num_requests and/or duration_s",
+        )
+        if self.num_requests is not None:
+            _require(self.num_requests >= 1, "workload.num_requests", f"must be >= 1, got {self.num_requests}")
+        if self.duration_s is not None:
+            _require(self.duration_s > 0, "workload.duration_s", f"must be > 0, got {self.duration_s}")
+        _require(self.warmup_requests >= 0, "workload.warmup_requests", f"must be >= 0, got {self.warmup_requests}")
+        if self.max_total_tokens is not None:
+            _require(self.max_total_tokens >= 2, "workload.max_total_tokens", f"must be >= 2, got {self.max_total_tokens}")
+
+
+@dataclass
+class ClientConfig:
+    """Load generator: Ray client actors and their concurrency."""
+
+    num_actors: int = 1
+    max_inflight_per_actor: int = 1024
+    backend: str = "ray"
+    actor_num_cpus: float = 0.5
+    drain_interval_s: float = 0.25
+    ray_address: str | None = None
+    use_uvloop: bool = True
+    start_delay_s: float = 1.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.num_actors >= 1, "client.num_actors", f"must be >= 1, got {self.num_actors}")
+        _require(
+            self.max_inflight_per_actor >= 1,
+            "client.max_inflight_per_actor",
+            f"must be >= 1, got {self.max_inflight_per_actor}",
+        )
+        _require(self.backend in ("ray", "local"), "client.backend", f"must be 'ray' or 'local', got {self.backend!r}")
+        _require(self.actor_num_cpus >= 0, "client.actor_num_cpus", f"must be >= 0, got {self.actor_num_cpus}")
+        _require(self.drain_interval_s > 0, "client.drain_interval_s", f"must be > 0, got {self.drain_interval_s}")
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking: store URI, experiment name; disabled with tracking=none."""
+
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"
+    artifact_location: str | None = None
+    experiment_name: str = "etalon"
+    run_name: str | None = None
+
+
+@dataclass
+class StageConfig:
+    """One step of a pipeline: a name and a partial stage function (``_target_`` + params)."""
+
+    name: str = MISSING
+    run: Any = MISSING
+
+
+@dataclass
+class PipelineConfig:
+    """A declarative pipeline: stages run in order (files in pipelines/)."""
+
+    name: str = MISSING
+    description: str = ""
+    resume: bool = False
+    stages: list[StageConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _require(len(self.stages) > 0, "pipeline.stages", "a pipeline needs at least one stage")
+        names = [s.name for s in self.stages]
+        _require(len(set(names)) == len(names), "pipeline.stages", f"stage names must be unique, got {names}")
+
+
+@dataclass
+class EtalonConfig:
+    """The whole experiment: every group plus run-level settings."""
+
+    model: ModelConfig = MISSING
+    endpoint: EndpointConfig = MISSING
+    workload: WorkloadConfig = MISSING
+    slo: Any = MISSING
+    client: ClientConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    pipeline: PipelineConfig = MISSING
+    sim: Any = None
+    experiment_name: str = "default"
+    cache_dir: str = "outputs/cache"
+    print_summary: bool = True
+
+
+def register_configs() -> None:
+    """Register the top-level schema; YAML presets under conf/ fill its values."""
+    cs = ConfigStore.instance()
+    cs.store(name="etalon_schema", node=EtalonConfig)

@@ -1,0 +1,126 @@
+"""Request records: one per request, and a columnar table of many for vectorised metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What one request did, as measured by the client.
+
+    All ``*_ns`` values are integer nanoseconds since the run's planned start (t=0 of the
+    schedule), read from the monotonic clock of the process that sent the request.
+    ``token_ns`` holds the arrival time of every output token; a chunk that carries k tokens
+    contributes k entries, the extra ones equal to the chunk's arrival time.
+    """
+
+    request_id: int
+    actor: int = 0
+    scheduled_ns: int = 0
+    sent_ns: int = 0
+    first_token_ns: int | None = None
+    token_ns: list[int] = field(default_factory=list)
+    end_ns: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    output_tokens_source: str = "usage"
+    requested_output_tokens: int = 0
+    status: str = STATUS_OK
+    http_status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    warmup: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        known = {k: v for k, v in data.items() if k in cls.__slots__}  # type: ignore[attr-defined]
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class RecordTable:
+    """Columnar view of many records (index i = i-th record).
+
+    Token times are ragged: the tokens of request i are
+    ``token_ns[token_offsets[i]:token_offsets[i + 1]]`` (int64, ns since run start).
+    ``first_token_ns`` is -1 where a request produced no token.
+    """
+
+    request_id: np.ndarray
+    actor: np.ndarray
+    scheduled_ns: np.ndarray
+    sent_ns: np.ndarray
+    first_token_ns: np.ndarray
+    end_ns: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    requested_output_tokens: np.ndarray
+    ok: np.ndarray
+    warmup: np.ndarray
+    http_status: np.ndarray
+    error_type: np.ndarray
+    token_ns: np.ndarray
+    token_offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.request_id.shape[0])
+
+    @classmethod
+    def from_records(cls, records: Iterable[RequestRecord]) -> RecordTable:
+        recs = list(records)
+        n = len(recs)
+        counts = np.fromiter((len(r.token_ns) for r in recs), dtype=np.int64, count=n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        tokens = np.fromiter(
+            (t for r in recs for t in r.token_ns), dtype=np.int64, count=int(offsets[-1])
+        )
+
+        def col(name: str, dtype: Any, default: Any = 0) -> np.ndarray:
+            values = (getattr(r, name) for r in recs)
+            return np.fromiter(
+                (default if v is None else v for v in values), dtype=dtype, count=n
+            )
+
+        return cls(
+            request_id=col("request_id", np.int64),
+            actor=col("actor", np.int64),
+            scheduled_ns=col("scheduled_ns", np.int64),
+            sent_ns=col("sent_ns", np.int64),
+            first_token_ns=col("first_token_ns", np.int64, -1),
+            end_ns=col("end_ns", np.int64),
+            prompt_tokens=col("prompt_tokens", np.int64),
+            output_tokens=col("output_tokens", np.int64),
+            requested_output_tokens=col("requested_output_tokens", np.int64),
+            ok=np.fromiter((r.status == STATUS_OK for r in recs), dtype=bool, count=n),
+            warmup=col("warmup", bool, False),
+            http_status=col("http_status", np.int64, 0),
+            error_type=np.array([r.error_type or "" for r in recs], dtype=object),
+            token_ns=tokens,
+            token_offsets=offsets,
+        )
+
+    def select(self, mask: np.ndarray) -> RecordTable:
+        """Rows where ``mask`` is true, token arrays re-packed."""
+        idx = np.flatnonzero(mask)
+        counts = np.diff(self.token_offsets)[idx]
+        offsets = np.zeros(idx.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        starts = self.token_offsets[idx]
+        gather = np.repeat(starts - offsets[:-1], counts) + np.arange(int(offsets[-1]))
+        fields = {
+            name: getattr(self, name)[idx]
+            for name in self.__dataclass_fields__
+            if name not in ("token_ns", "token_offsets")
+        }
+        return RecordTable(**fields, token_ns=self.token_ns[gather], token_offsets=offsets)

@@ -1,0 +1,95 @@
+"""Run one experiment (one Hydra job): validate, launch the endpoint, execute the pipeline, track."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from etalon.config import EtalonConfig
+from etalon.runner.errors import USER_ERRORS, describe
+from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
+from etalon.runner.pipeline import run_pipeline
+from etalon.runner.tracking import PARENT_TAG, tracked_run
+
+log = logging.getLogger("etalon")
+
+
+def load_config(dcfg: DictConfig) -> EtalonConfig:
+    """Resolve and convert once; every cross-field check runs here, before any request is sent."""
+    cfg = OmegaConf.to_object(dcfg)
+    assert isinstance(cfg, EtalonConfig)
+    return cfg
+
+
+def run_experiment(dcfg: DictConfig) -> float | None:
+    """The Hydra task function's body. Returns the main metric, or None when the job failed."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    try:
+        return _run(dcfg, run_dir, hydra_cfg)
+    except USER_ERRORS as exc:
+        message = describe(exc)
+        print(f"etalon: error: {message}", file=sys.stderr, flush=True)
+        (run_dir / "error.txt").write_text(message + "\n")
+        if multirun:
+            return None  # the sweep goes on; the job's MLflow run is marked FAILED
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("etalon: interrupted; results measured so far are in " + str(run_dir), file=sys.stderr)
+        if multirun:
+            raise
+        sys.exit(130)
+
+
+def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
+    from etalon.runner.endpoint import live_endpoint
+
+    cfg = _validated(dcfg)
+    secrets = save_resolved_config(dcfg, cfg, run_dir)
+    tags = run_tags(cfg, hydra_cfg)
+    parent_id = _sweep_parent_id(hydra_cfg)
+    if parent_id:
+        tags[PARENT_TAG] = parent_id
+    name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.pipeline.name}"
+    with tracked_run(cfg.tracking, name, tags) as tracker:
+        tracker.log_params(tracking_params(cfg, dcfg, secrets))
+        tracker.log_artifacts([run_dir / "resolved_config.yaml"])
+        _announce(cfg, tracker)
+        with live_endpoint(cfg) as (endpoint, key):
+            tracker.set_tags({"endpoint.base_url": endpoint.base_url})
+            results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
+    last = list(results.values())[-1]
+    return last.scalars.get("output_tokens_per_s")
+
+
+def _validated(dcfg: DictConfig) -> EtalonConfig:
+    try:
+        return load_config(dcfg)
+    except USER_ERRORS:
+        raise
+    except Exception as exc:  # OmegaConf validation errors name the key in their message
+        from etalon.config import ConfigError
+
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+
+
+def _sweep_parent_id(hydra_cfg: Any) -> str | None:
+    if str(hydra_cfg.mode) != "RunMode.MULTIRUN":
+        return None
+    marker = Path(hydra_cfg.sweep.dir) / "mlflow_parent_run_id"
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def _announce(cfg: EtalonConfig, tracker: Any) -> None:
+    if tracker.run_id is None:
+        return
+    print(f"etalon: MLflow run {tracker.run_id} (experiment {cfg.tracking.experiment_name!r})", flush=True)
+    if cfg.tracking.tracking_uri.startswith("sqlite:"):
+        print(f"etalon: browse runs with: mlflow ui --backend-store-uri {cfg.tracking.tracking_uri}", flush=True)

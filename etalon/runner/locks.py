@@ -1,0 +1,72 @@
+"""One measurement at a time per endpoint, across the Ray jobs of a sweep."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+log = logging.getLogger("etalon")
+
+LOCK_NAMESPACE = "etalon"
+POLL_INTERVAL_S = 0.5
+
+
+@contextmanager
+def endpoint_lock(key: str) -> Iterator[None]:
+    """Hold the cluster-wide lock of ``key`` while inside; a no-op when Ray is not running.
+
+    Jobs that measure the same endpoint would distort each other's load, so a sweep on the Ray
+    launcher serialises them; jobs against different endpoints still run in parallel.
+    """
+    if os.environ.get("ETALON_DISABLE_ENDPOINT_LOCK") == "1" or not _ray_running():
+        yield
+        return
+    lock = _lock_actor(key)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    waited = False
+    import ray
+
+    while not ray.get(lock.try_acquire.remote(token)):
+        if not waited:
+            log.info("waiting for another job measuring %s to finish", key)
+            waited = True
+        time.sleep(POLL_INTERVAL_S)
+    try:
+        yield
+    finally:
+        ray.get(lock.release.remote(token))
+
+
+def _ray_running() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return bool(ray.is_initialized())
+
+
+def _lock_actor(key: str):  # type: ignore[no-untyped-def]
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class EndpointLock:
+        def __init__(self) -> None:
+            self.holder: str | None = None
+
+        def try_acquire(self, token: str) -> bool:
+            if self.holder is None:
+                self.holder = token
+            return self.holder == token
+
+        def release(self, token: str) -> None:
+            if self.holder == token:
+                self.holder = None
+
+    name = "endpoint-lock:" + key
+    return EndpointLock.options(  # type: ignore[attr-defined]
+        name=name, namespace=LOCK_NAMESPACE, get_if_exists=True, lifetime="detached"
+    ).remote()

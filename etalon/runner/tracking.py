@@ -1,0 +1,190 @@
+"""MLflow tracking behind the stages' Tracker interface: batched calls, nested runs, no lost results."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from etalon.config import TrackingConfig
+from etalon.stages.base import NullTracker
+
+log = logging.getLogger(__name__)
+
+PARAM_BATCH = 100
+METRIC_BATCH = 1000
+PARAM_VALUE_MAX_CHARS = 6000
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class TrackingState:
+    """Shared by a run and its children: once MLflow fails, warn once and stop trying."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def guard(self, what: str, fn: Callable[[], Any]) -> Any:
+        if self.broken:
+            return None
+        try:
+            return fn()
+        except Exception as exc:  # any MLflow/network failure: local results must survive
+            self.broken = True
+            log.warning("MLflow unavailable (%s failed: %s); results stay in the run directory only", what, exc)
+            return None
+
+
+class MLflowTracker:
+    """One MLflow run; ``child`` opens a nested run linked with ``mlflow.parentRunId``."""
+
+    def __init__(self, client: Any, experiment_id: str, run_id: str | None, state: TrackingState) -> None:
+        self._client = client
+        self._experiment_id = experiment_id
+        self._run_id = run_id
+        self._state = state
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], str(v)[:PARAM_VALUE_MAX_CHARS]) for k, v in params.items()]
+        for i in range(0, len(items), PARAM_BATCH):
+            batch = items[i : i + PARAM_BATCH]
+            self._call("log_params", lambda b=batch: self._client.log_batch(self._run_id, params=b))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        items = [
+            Metric(k[:250], float(v), now_ms, step or 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), METRIC_BATCH):
+            batch = items[i : i + METRIC_BATCH]
+            self._call("log_metrics", lambda b=batch: self._client.log_batch(self._run_id, metrics=b))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        self._call("set_tags", lambda: self._client.log_batch(self._run_id, tags=items))
+
+    def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
+        for path in paths:
+            path = Path(path)
+            if not path.exists():
+                continue
+            if path.is_dir():
+                fn = lambda p=path: self._client.log_artifacts(self._run_id, str(p), artifact_path)  # noqa: E731
+            else:
+                fn = lambda p=path: self._client.log_artifact(self._run_id, str(p), artifact_path)  # noqa: E731
+            self._call("log_artifacts", fn)
+
+    def log_model(self, python_model: Any, name: str, input_example: Any = None) -> None:
+        def log() -> None:
+            import mlflow
+
+            with mlflow.start_run(run_id=self._run_id, nested=True):
+                mlflow.pyfunc.log_model(name=name, python_model=python_model, input_example=input_example)
+
+        self._call("log_model", log)
+
+    @contextmanager
+    def child(self, name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+        all_tags = {PARENT_TAG: self._run_id or "", **(tags or {})}
+        with open_run(self._client, self._experiment_id, name, all_tags, self._state) as tracker:
+            yield tracker
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        if self._run_id is None:
+            return None
+        return self._state.guard(what, fn)
+
+
+@contextmanager
+def open_run(
+    client: Any, experiment_id: str, name: str, tags: dict[str, str], state: TrackingState
+) -> Iterator[MLflowTracker]:
+    """Create a run, yield its tracker, end it FINISHED, or FAILED (with the error as a tag)."""
+    run = state.guard("create_run", lambda: client.create_run(experiment_id, run_name=name, tags=tags))
+    tracker = MLflowTracker(client, experiment_id, run.info.run_id if run is not None else None, state)
+    try:
+        yield tracker
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        tracker.set_tags({"etalon.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        tracker._call("end_run", lambda: client.set_terminated(tracker.run_id, status=status))
+        raise
+    tracker._call("end_run", lambda: client.set_terminated(tracker.run_id, status="FINISHED"))
+
+
+def mlflow_client(tracking: TrackingConfig) -> tuple[Any, str] | None:
+    """An MlflowClient and the experiment id, or None (with one warning) if the store is unreachable."""
+    state = TrackingState()
+
+    def connect() -> tuple[Any, str]:
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking.tracking_uri
+        _ensure_sqlite_dir(uri)
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(tracking.experiment_name)
+        if experiment is not None:
+            return client, experiment.experiment_id
+        return client, client.create_experiment(
+            tracking.experiment_name, artifact_location=artifact_location(tracking)
+        )
+
+    return state.guard("connect", connect)
+
+
+def artifact_location(tracking: TrackingConfig) -> str | None:
+    """Artifacts beside a local sqlite store (outputs/mlflow-artifacts) unless configured."""
+    if tracking.artifact_location:
+        return tracking.artifact_location
+    if tracking.tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking.tracking_uri[len("sqlite:///") :])
+        return (db.parent.resolve() / "mlflow-artifacts").as_uri()
+    return None
+
+
+def _ensure_sqlite_dir(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def tracked_run(tracking: TrackingConfig, name: str, tags: dict[str, str]) -> Iterator[Any]:
+    """The root run of one pipeline execution (a child of the sweep's parent when tags say so)."""
+    if not tracking.enabled:
+        yield NullTracker()
+        return
+    connected = mlflow_client(tracking)
+    if connected is None:
+        yield NullTracker()
+        return
+    client, experiment_id = connected
+    with open_run(client, experiment_id, name, tags, TrackingState()) as tracker:
+        yield tracker
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists keep their index (``a.0``)."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(obj, (list, tuple)) and obj and any(isinstance(v, (dict, list)) for v in obj):
+        for i, value in enumerate(obj):
+            out.update(flatten(value, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = obj
+    return out

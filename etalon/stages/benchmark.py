@@ -1,0 +1,202 @@
+"""The benchmark stage: one load run against the endpoint, with metrics, tables and plots."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+from hydra.utils import instantiate
+
+from etalon.config import ConfigError, EtalonConfig
+from etalon.core.records import RecordTable, RequestRecord
+from etalon.stages.base import StageContext, StageError, StageResult
+
+log = logging.getLogger("etalon")
+
+RECORDS_FILE = "records.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class Measurement:
+    """One load run, measured: the records, their table, the run summary and the SLO verdict."""
+
+    records_path: Path
+    table: RecordTable
+    summary: Any
+    load: Any
+    verdict: Any
+    partial: bool
+
+    @property
+    def interrupted(self) -> bool:
+        """The user pressed Ctrl-C: report what was measured, then stop the pipeline."""
+        return self.load.stop_reason == "interrupted"
+
+
+def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | None = None) -> StageResult:
+    """Benchmark the endpoint with the configured workload.
+
+    ``rate_rps`` replaces the arrival rate; ``rate_from`` takes it from an earlier stage's
+    ``data["max_rate_rps"]`` (e.g. a capacity search).
+    """
+    arrival = instantiate(ctx.cfg.workload.arrival)
+    rate = _rate(ctx, rate_from, rate_rps)
+    if rate is not None:
+        arrival = arrival.with_rate(rate)
+    slo = resolve_slo(ctx)
+    m = measure(
+        ctx,
+        arrival=arrival,
+        lengths=instantiate(ctx.cfg.workload.lengths),
+        out_dir=ctx.stage_dir,
+        slo=slo,
+        progress=ctx.cfg.client.progress,
+    )
+    from etalon.report import format_summary, write_report
+
+    artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
+    artifacts += write_report(ctx.stage_dir, m.table, m.summary)
+    if ctx.cfg.print_summary:
+        print(format_summary(m.summary), flush=True)
+    scalars = dict(m.summary.scalars())
+    if m.verdict is not None:
+        scalars["slo_passed"] = float(m.verdict.passed)
+    return StageResult(
+        name=ctx.stage_name,
+        stage_dir=ctx.stage_dir,
+        scalars=scalars,
+        data={"verdict": _verdict_dict(m.verdict), "rate_rps": rate, "interrupted": m.interrupted},
+        artifacts=artifacts,
+        partial=m.partial,
+    )
+
+
+def measure(
+    ctx: StageContext,
+    *,
+    arrival: Any,
+    lengths: Any,
+    out_dir: Path,
+    slo: Any,
+    num_requests: int | None = None,
+    duration_s: float | None = None,
+    warmup_requests: int | None = None,
+    seed: int | None = None,
+    should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
+    progress: bool = False,
+) -> Measurement:
+    """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
+    here come from the config's workload group."""
+    from etalon.core.prompts import build_prompts
+    from etalon.core.workload import build_schedule
+    from etalon.datasets.tokenizers import load_tokenizer
+    from etalon.loadgen import run_load
+
+    cfg = ctx.cfg
+    w = cfg.workload
+    seed = w.seed if seed is None else seed
+    schedule = build_schedule(
+        arrival,
+        lengths,
+        num_requests=w.num_requests if num_requests is None and duration_s is None else num_requests,
+        duration_s=w.duration_s if num_requests is None and duration_s is None else duration_s,
+        warmup_requests=w.warmup_requests if warmup_requests is None else warmup_requests,
+        max_total_tokens=max_total_tokens(cfg),
+        seed=seed,
+    )
+    prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records_path = out_dir / RECORDS_FILE
+    load = run_load(
+        schedule,
+        prompts,
+        ctx.endpoint,
+        load_settings(cfg),
+        records_path,
+        should_stop=should_stop,
+        progress=progress,
+    )
+    table = RecordTable.from_records(load.records)
+    summary, verdict = summarize_table(table, slo, partial=load.partial)
+    (out_dir / SUMMARY_FILE).write_bytes(
+        orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    return Measurement(records_path, table, summary, load, verdict, load.partial)
+
+
+def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:
+    """Run summary with the SLO's deadlines and per-request verdicts, and the SLO's judgement."""
+    from etalon.core.summary import summarize
+
+    summary = summarize(
+        table,
+        ttft_deadline_s=slo.ttft_deadlines_s(table.prompt_tokens),
+        tbt_deadline_s=slo.tbt_deadline_s,
+        target_miss_rate=slo.target_miss_rate,
+        slo_ok=slo.request_ok(table),
+        partial=partial,
+    )
+    measured = table.select(~table.warmup)
+    verdict = slo.judge(table) if len(measured) else None
+    return summary, verdict
+
+
+def resolve_slo(ctx: StageContext) -> Any:
+    """The configured SLO, given a prefill predictor from an earlier stage when it needs one."""
+    slo = instantiate(ctx.cfg.slo)
+    if not getattr(slo, "needs_prefill_profile", False):
+        return slo
+    from etalon.core.prefill import PrefillPredictor
+
+    for result in ctx.results.values():
+        if "predictor" in result.data:
+            return slo.with_predictor(PrefillPredictor.from_dict(result.data["predictor"]))
+    return slo.with_predictor(None)
+
+
+def load_settings(cfg: EtalonConfig) -> Any:
+    from etalon.loadgen import LoadSettings
+
+    c = cfg.client
+    return LoadSettings(
+        num_actors=c.num_actors,
+        max_inflight_per_actor=c.max_inflight_per_actor,
+        backend=c.backend,
+        actor_num_cpus=c.actor_num_cpus,
+        drain_interval_s=c.drain_interval_s,
+        ray_address=c.ray_address,
+        use_uvloop=c.use_uvloop,
+        start_delay_s=c.start_delay_s,
+    )
+
+
+def max_total_tokens(cfg: EtalonConfig) -> int:
+    """The workload's cap on prompt + output tokens; above the model's context is a config error."""
+    limit = cfg.workload.max_total_tokens
+    if limit is None:
+        return cfg.model.context_tokens
+    if limit > cfg.model.context_tokens:
+        raise ConfigError(
+            f"workload.max_total_tokens: {limit} is above the model's context "
+            f"(model.context_tokens={cfg.model.context_tokens})"
+        )
+    return limit
+
+
+def _rate(ctx: StageContext, rate_from: str | None, rate_rps: float | None) -> float | None:
+    if rate_from is None:
+        return rate_rps
+    data = ctx.result(rate_from).data
+    if data.get("max_rate_rps") is None:
+        raise StageError(f"stage {rate_from!r} found no rate that meets the SLO; nothing to benchmark at")
+    return float(data["max_rate_rps"])
+
+
+def _verdict_dict(verdict: Any) -> dict[str, Any] | None:
+    if verdict is None:
+        return None
+    return {"passed": verdict.passed, "metric": verdict.metric, "value": verdict.value, "threshold": verdict.threshold}
