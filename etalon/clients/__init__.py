@@ -1,0 +1,23 @@
+"""Streaming clients for OpenAI-compatible endpoints: each request becomes a RequestRecord."""
+
+from __future__ import annotations
+
+from etalon.clients.base import (
+    Client,
+    EndpointError,
+    EndpointSpec,
+    EndpointStatusError,
+    EndpointUnreachableError,
+    PlannedRequest,
+    make_client,
+)
+
+__all__ = [
+    "Client",
+    "EndpointError",
+    "EndpointSpec",
+    "EndpointStatusError",
+    "EndpointUnreachableError",
+    "PlannedRequest",
+    "make_client",
+]

@@ -1,0 +1,104 @@
+"""Client interface: what a request looks like, where it goes, and how a client is chosen."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from etalon.core.records import RequestRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRequest:
+    """One request as the load driver hands it to a client.
+
+    ``scheduled_ns`` is the planned send time in ns since the run's planned start.
+    """
+
+    request_id: int
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int
+    scheduled_ns: int
+    warmup: bool = False
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """Where requests go and how they are shaped; built by the runner, handed to loadgen.
+
+    ``base_url`` includes the API prefix (``http://127.0.0.1:8000/v1``). ``api_key`` is a
+    secret: it is kept out of ``repr`` and is only ever sent to ``base_url``.
+    ``tokenizer`` names a tokenizer for ``etalon.datasets.tokenizers.load_tokenizer``, used to
+    count output tokens when the server sends no ``usage``.
+    """
+
+    base_url: str
+    model: str
+    client_target: str = "etalon.clients.openai.OpenAIChatClient"
+    api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    ignore_eos: bool = False
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    tokenizer: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint base_url must start with http:// or https://, got {self.base_url!r}")
+        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ValueError(
+                f"endpoint timeouts must be > 0, got timeout_s={self.timeout_s}, "
+                f"connect_timeout_s={self.connect_timeout_s}"
+            )
+
+    def request_headers(self) -> dict[str, str]:
+        """Headers sent with every request (auth included; never log the result)."""
+        headers = {"Content-Type": "application/json", **self.headers}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+class Client(Protocol):
+    """Sends one request and returns what happened as a record; never raises on a failed request."""
+
+    spec: EndpointSpec
+
+    async def send(
+        self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
+    ) -> RequestRecord: ...
+
+
+class EndpointError(Exception):
+    """The endpoint cannot be used for a run (found before any request is sent)."""
+
+
+class EndpointUnreachableError(EndpointError):
+    """Connection refused, DNS failure or timeout while reaching the endpoint."""
+
+
+class EndpointStatusError(EndpointError):
+    """The endpoint answered the pre-flight check with an HTTP error status (401, 403, 5xx)."""
+
+    def __init__(self, url: str, status: int, message: str) -> None:
+        super().__init__(f"{url} answered HTTP {status}: {message}")
+        self.url = url
+        self.status = status
+
+
+def make_client(spec: EndpointSpec) -> Client:
+    """Instantiate the client class named by ``spec.client_target`` ("package.module.Class")."""
+    module_name, _, class_name = spec.client_target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(
+            f"endpoint client_target {spec.client_target!r} is not an importable class: {exc}"
+        ) from exc
+    return cls(spec)

@@ -1,0 +1,321 @@
+"""Streaming OpenAI-compatible clients (chat and completions) that turn each request into a record.
+
+Token timing rule (documented contract of this module):
+- Every SSE event whose choice carries non-empty text (``delta.content``, ``delta.reasoning_content``
+  or ``delta.reasoning`` for chat, ``text`` for completions) is a *content chunk*; its time is the
+  monotonic time at which the read that completed the event returned, minus ``epoch_ns``.
+  Events without text (role-only, finish-only, usage-only, keep-alive comments) are not tokens.
+- The output token count ``n`` comes from ``usage.completion_tokens`` when the server sends it
+  (source ``usage``), else from the tokenizer over the concatenated text (``tokenizer``), else it
+  is the number of content chunks (``chunks``).
+- ``token_ns`` has ``n`` entries built from the ``c`` content chunk times: ``n == c`` one per chunk;
+  ``n > c`` every chunk gets one token and the ``n - c`` extra tokens are shared among chunks in
+  proportion to their text length (largest remainder), each extra entry equal to its chunk's time;
+  ``n < c`` the first ``n`` chunk times are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+import aiohttp
+import numpy as np
+import orjson
+
+from etalon.clients.base import (
+    EndpointSpec,
+    EndpointStatusError,
+    EndpointUnreachableError,
+    PlannedRequest,
+)
+from etalon.core.records import STATUS_ERROR, RequestRecord
+
+ERROR_MESSAGE_CHARS = 500
+_DONE = b"[DONE]"
+
+
+class _StreamState:
+    """What one response stream produced so far (mutated by the hot loop)."""
+
+    __slots__ = ("times", "texts", "usage", "done", "error_type", "error_message")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.texts: list[str] = []
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+
+    def fail(self, error_type: str, message: str) -> None:
+        if self.error_type is None:  # the first failure is the cause; later ones are fallout
+            self.error_type = error_type
+            self.error_message = message[:ERROR_MESSAGE_CHARS]
+
+
+class OpenAIStreamingClient:
+    """Shared streaming machinery; subclasses say which path, body and text field to use."""
+
+    path = "/chat/completions"
+
+    def __init__(self, spec: EndpointSpec) -> None:
+        self.spec = spec
+        self._url = spec.base_url.rstrip("/") + self.path
+        self._headers = spec.request_headers()
+        self._timeout = aiohttp.ClientTimeout(
+            total=spec.timeout_s, sock_connect=spec.connect_timeout_s
+        )
+        self._count_tokens = _token_counter(spec.tokenizer) if spec.tokenizer else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self._url!r}, model={self.spec.model!r})"
+
+    def prompt_fields(self, request: PlannedRequest) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": request.prompt}]}
+
+    @staticmethod
+    def chunk_text(choice: dict[str, Any]) -> str | None:
+        delta = choice.get("delta")
+        if not delta:
+            return None
+        return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
+
+    def body(self, request: PlannedRequest) -> bytes:
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            **self.prompt_fields(request),
+            "max_tokens": request.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.spec.ignore_eos:
+            body["ignore_eos"] = True
+            body["min_tokens"] = request.max_tokens
+        body.update(self.spec.extra_body)
+        return orjson.dumps(body)
+
+    async def send(
+        self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
+    ) -> RequestRecord:
+        """Send one streaming request; every failure (and cancellation) becomes an error record."""
+        record = RequestRecord(
+            request_id=request.request_id,
+            scheduled_ns=request.scheduled_ns,
+            prompt_tokens=request.prompt_tokens,
+            requested_output_tokens=request.max_tokens,
+            warmup=request.warmup,
+        )
+        state = _StreamState()
+        headers = {**self._headers, "X-Request-Id": str(request.request_id)}
+        data = self.body(request)
+        record.sent_ns = time.monotonic_ns() - epoch_ns
+        try:
+            async with session.post(
+                self._url, data=data, headers=headers, timeout=self._timeout
+            ) as resp:
+                record.http_status = resp.status
+                if resp.status >= 400:
+                    state.fail("http_error", f"HTTP {resp.status}: {await _error_text(resp)}")
+                else:
+                    await self._read_stream(resp, epoch_ns, state)
+        except asyncio.CancelledError:
+            # Stopping a run cancels in-flight requests; they are data, not lost work.
+            state.fail("cancelled", "request cancelled when the run was stopped")
+        except Exception as exc:  # noqa: BLE001 - every failure must become a record
+            state.fail(*_classify(exc, started=record.http_status is not None))
+        record.end_ns = time.monotonic_ns() - epoch_ns
+        self._finish(record, state)
+        return record
+
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, epoch_ns: int, state: _StreamState
+    ) -> None:
+        # Hot loop: one clock read per network read, one orjson.loads per event, two list appends
+        # per content chunk. Events are split on blank lines ourselves (faster than readline).
+        clock = time.monotonic_ns
+        loads = orjson.loads
+        chunk_text = self.chunk_text
+        times = state.times
+        texts = state.texts
+        pending = b""
+        async for data in resp.content.iter_any():
+            now_ns = clock() - epoch_ns
+            if pending:
+                data = pending + data
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n")
+            events = data.split(b"\n\n")
+            pending = events.pop()
+            for event in events:
+                if event.startswith(b"data:") and b"\n" not in event:
+                    payload: bytes | None = event[5:]
+                else:
+                    payload = _data_field(event)
+                if payload is None:
+                    continue
+                try:
+                    obj = loads(payload)
+                    choices = obj.get("choices")
+                    if choices:
+                        text = chunk_text(choices[0])
+                        if text:
+                            times.append(now_ns)
+                            texts.append(text)
+                    usage = obj.get("usage")
+                    if usage:
+                        state.usage = usage
+                    if "error" in obj:
+                        state.fail("stream_error", _message_of(obj))
+                        return
+                except (orjson.JSONDecodeError, AttributeError, TypeError, IndexError):
+                    if _is_done(payload):
+                        state.done = True
+                        continue
+                    state.fail("malformed_chunk", f"cannot parse SSE event: {event[:200]!r}")
+                    return
+        if not state.done:
+            state.fail("stream_broken", "stream ended without data: [DONE]")
+
+    def _finish(self, record: RequestRecord, state: _StreamState) -> None:
+        usage_tokens = (state.usage or {}).get("completion_tokens")
+        if isinstance(usage_tokens, int) and usage_tokens >= 0:
+            n_tokens, record.output_tokens_source = usage_tokens, "usage"
+        elif self._count_tokens is not None:
+            n_tokens = self._count_tokens("".join(state.texts)) if state.texts else 0
+            record.output_tokens_source = "tokenizer"
+        else:
+            n_tokens, record.output_tokens_source = len(state.times), "chunks"
+        record.token_ns = spread_token_times(state.times, state.texts, n_tokens)
+        record.output_tokens = n_tokens
+        record.first_token_ns = record.token_ns[0] if record.token_ns else None
+        if state.error_type is not None:
+            record.status = STATUS_ERROR
+            record.error_type = state.error_type
+            record.error_message = state.error_message
+
+
+class OpenAIChatClient(OpenAIStreamingClient):
+    """``POST {base_url}/chat/completions`` with one user message, streamed."""
+
+    path = "/chat/completions"
+
+
+class OpenAICompletionsClient(OpenAIStreamingClient):
+    """``POST {base_url}/completions`` with a raw prompt, streamed."""
+
+    path = "/completions"
+
+    def prompt_fields(self, request: PlannedRequest) -> dict[str, Any]:
+        return {"prompt": request.prompt}
+
+    @staticmethod
+    def chunk_text(choice: dict[str, Any]) -> str | None:
+        return choice.get("text")
+
+
+def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> list[int]:
+    """Token arrival times from content-chunk times (rule in the module docstring)."""
+    n_chunks = len(times)
+    if n_tokens == n_chunks:
+        return times
+    if n_tokens < n_chunks:
+        return times[:n_tokens]
+    if n_chunks == 0:
+        return []  # tokens reported by usage but no text ever arrived: no arrival times known
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.float64, count=n_chunks)
+    extra = n_tokens - n_chunks
+    quota = extra * lengths / lengths.sum()
+    counts = np.floor(quota).astype(np.int64)
+    leftover = extra - int(counts.sum())
+    if leftover:
+        counts[np.argsort(counts - quota, kind="stable")[:leftover]] += 1
+    return np.repeat(np.asarray(times, dtype=np.int64), counts + 1).tolist()
+
+
+def _token_counter(name: str) -> Callable[[str], int]:
+    from etalon.datasets.tokenizers import load_tokenizer  # lazy: only when usage may be missing
+
+    tokenizer = load_tokenizer(name)
+
+    def count(text: str) -> int:
+        encoded = tokenizer.encode(text)
+        ids = getattr(encoded, "ids", encoded)  # HF tokenizers.Encoding or a plain list of ids
+        return len(ids)
+
+    return count
+
+
+def _data_field(event: bytes) -> bytes | None:
+    """The data of a general SSE event (comments, ``event:``/``id:`` lines, multi-line data)."""
+    lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
+
+
+def _is_done(payload: bytes) -> bool:
+    return payload.strip() == _DONE
+
+
+def _message_of(obj: Any) -> str:
+    """The human message of an OpenAI-style error body, else the body itself."""
+    if isinstance(obj, dict):
+        err = obj.get("error", obj)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if obj.get("message"):
+            return str(obj["message"])
+    return orjson.dumps(obj).decode(errors="replace")
+
+
+async def _error_text(resp: aiohttp.ClientResponse) -> str:
+    raw = await resp.content.read(16 * 1024)
+    try:
+        return _message_of(orjson.loads(raw))[:ERROR_MESSAGE_CHARS]
+    except orjson.JSONDecodeError:
+        return raw.decode(errors="replace").strip()[:ERROR_MESSAGE_CHARS] or resp.reason or ""
+
+
+def _classify(exc: BaseException, *, started: bool) -> tuple[str, str]:
+    """(error_type, message) for an exception raised while sending or streaming."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TimeoutError):
+        return "timeout", text
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "stream_broken", text
+    if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError)):
+        return ("stream_broken" if started else "connection_error"), text
+    return "client_error", text
+
+
+async def check_endpoint(session: aiohttp.ClientSession, spec: EndpointSpec) -> list[str]:
+    """GET ``{base_url}/models``; return the served model ids, or raise a typed EndpointError."""
+    url = spec.base_url.rstrip("/") + "/models"
+    timeout = aiohttp.ClientTimeout(total=spec.connect_timeout_s)
+    try:
+        async with session.get(url, headers=spec.request_headers(), timeout=timeout) as resp:
+            if resp.status in (401, 403) or resp.status >= 500:
+                raise EndpointStatusError(url, resp.status, await _error_text(resp))
+            if resp.status >= 400:
+                return []  # reachable; some servers simply do not list models
+            body = await resp.read()
+    except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+        raise EndpointUnreachableError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+    try:
+        return [str(m["id"]) for m in orjson.loads(body).get("data", [])]
+    except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
+        return []
+
+
+def preflight(spec: EndpointSpec) -> list[str]:
+    """Blocking ``check_endpoint`` with its own session; fails fast before a run starts."""
+
+    async def check() -> list[str]:
+        async with aiohttp.ClientSession() as session:
+            return await check_endpoint(session, spec)
+
+    return asyncio.run(check())
