@@ -9,11 +9,17 @@ from etalon.datasets.tokenizers import (
     TransformersTokenizer,
     load_tokenizer,
 )
+from etalon.datasets.traces import Trace, TraceFileError, read_trace, trace_arrivals, trace_lengths
 
 __all__ = [
     "BUILTIN_TOKENIZERS",
     "FastTokenizer",
     "TokenizerLoadError",
+    "Trace",
+    "TraceFileError",
     "TransformersTokenizer",
     "load_tokenizer",
+    "read_trace",
+    "trace_arrivals",
+    "trace_lengths",
 ]

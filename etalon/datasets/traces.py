@@ -1,0 +1,132 @@
+"""Trace CSV readers (Azure arrival+length traces, etalon length stats) and their workload factories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from etalon.core.arrivals import ReplayArrivals
+from etalon.core.lengths import EmpiricalLengths
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+ETALON_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")
+
+
+class TraceFileError(ValueError):
+    """A trace file is missing, unreadable or not in a known layout; the message names path and problem."""
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """A trace's rows, sorted by arrival time when it has one.
+
+    ``arrival_s`` is seconds since the first arrival (None for length-only traces).
+    """
+
+    path: Path
+    layout: str  # "azure" or "etalon"
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    arrival_s: np.ndarray | None
+
+    def __len__(self) -> int:
+        return int(self.prompt_tokens.size)
+
+
+def _check_max_rows(path: str | Path, max_rows: int | None) -> None:
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+        raise TraceFileError(f"trace {path}: max_rows must be an integer >= 1 or null, got {max_rows!r}")
+
+
+def read_trace(path: str | Path, max_rows: int | None = None) -> Trace:
+    """Read an Azure (TIMESTAMP, ContextTokens, GeneratedTokens) or etalon (num_prefill_tokens,
+    num_decode_tokens, ...) CSV. Relative paths are resolved against the current directory."""
+    _check_max_rows(path, max_rows)
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise TraceFileError(f"trace {path}: no such file ({resolved})")
+    return _read_trace_cached(resolved, resolved.stat().st_mtime_ns, max_rows)
+
+
+@lru_cache(maxsize=8)
+def _read_trace_cached(path: Path, mtime_ns: int, max_rows: int | None) -> Trace:
+    # mtime_ns is part of the key so that an edited file is read again.
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, nrows=max_rows, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise TraceFileError(f"trace {path}: cannot parse as CSV: {str(exc).strip().splitlines()[0]}") from exc
+    columns = [str(c).strip() for c in frame.columns]
+    frame.columns = columns
+    if all(c in columns for c in AZURE_COLUMNS):
+        prompt = _token_column(frame, "ContextTokens", path)
+        output = _token_column(frame, "GeneratedTokens", path)
+        arrival_s = _arrival_column(frame, path)
+        order = np.argsort(arrival_s, kind="stable")  # replay needs time order; lengths follow their rows
+        return Trace(path, "azure", prompt[order], output[order], arrival_s[order] - arrival_s[order][0])
+    if all(c in columns for c in ETALON_COLUMNS):
+        prompt = _token_column(frame, "num_prefill_tokens", path)
+        return Trace(path, "etalon", prompt, _token_column(frame, "num_decode_tokens", path), None)
+    raise TraceFileError(
+        f"trace {path}: unknown columns {columns}; expected {', '.join(AZURE_COLUMNS)} (Azure) "
+        f"or {', '.join(ETALON_COLUMNS)} (etalon length stats)"
+    )
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    """CSV line number (header is line 1) of the first True in ``mask``."""
+    return int(np.flatnonzero(mask)[0]) + 2
+
+
+def _token_column(frame, name: str, path: Path) -> np.ndarray:
+    import pandas as pd
+
+    if len(frame) == 0:
+        raise TraceFileError(f"trace {path}: has a header but no rows")
+    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values))
+    if bad.any():
+        line = _first_bad_row(bad)
+        raise TraceFileError(
+            f"trace {path}: line {line}: {name} must be a whole number >= 0, got {frame[name].iloc[line - 2]!r}"
+        )
+    # A zero-token prompt or output cannot be sent; count it as one token.
+    return np.maximum(values.astype(np.int64), 1)
+
+
+def _arrival_column(frame, path: Path) -> np.ndarray:
+    import pandas as pd
+
+    stamps = pd.to_datetime(frame["TIMESTAMP"], format="ISO8601", errors="coerce")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        line = _first_bad_row(bad)
+        raise TraceFileError(
+            f"trace {path}: line {line}: TIMESTAMP is not a date-time, got {frame['TIMESTAMP'].iloc[line - 2]!r}"
+        )
+    nanos = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return (nanos - nanos.min()).astype(np.float64) / 1e9
+
+
+def trace_arrivals(path: str, time_scale: float = 1.0, max_rows: int | None = None) -> ReplayArrivals:
+    """Replay a trace's arrival times (``time_scale`` < 1 replays faster). For ``_target_`` use."""
+    trace = read_trace(path, max_rows)
+    if trace.arrival_s is None:
+        raise TraceFileError(
+            f"trace {path}: has no arrival times (columns {', '.join(ETALON_COLUMNS)}); "
+            "use it for lengths only (trace_lengths) with a synthetic arrival process"
+        )
+    try:
+        return ReplayArrivals(trace.arrival_s, time_scale=time_scale)
+    except ValueError as exc:
+        raise TraceFileError(f"trace {path}: {exc}") from exc
+
+
+def trace_lengths(path: str, ordered: bool = False, max_rows: int | None = None) -> EmpiricalLengths:
+    """Prompt/output lengths from a trace's rows (in order, or drawn with replacement). For ``_target_`` use."""
+    trace = read_trace(path, max_rows)
+    return EmpiricalLengths(trace.prompt_tokens, trace.output_tokens, ordered=ordered)
