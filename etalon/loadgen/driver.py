@@ -1,0 +1,193 @@
+"""The asyncio load driver of one actor: sends an ActorPlan at its planned times (no Ray here)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from etalon.core.records import STATUS_ERROR, RequestRecord
+
+if TYPE_CHECKING:
+    from etalon.clients.base import Client, PlannedRequest
+    from etalon.loadgen.plan import ActorPlan
+
+# Timers fire up to ~1 ms late (epoll and libuv have ms resolution): sleep until this much before
+# the deadline, then sleep the short rest, so lateness stays ~1 ms without busy-waiting.
+EARLY_WAKE_NS = 1_000_000
+KEEPALIVE_S = 60.0
+
+
+class RecordBuffer:
+    """Finished records, appended by the loop thread and drained by another thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[RequestRecord] = []
+
+    def append(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._items.append(record)
+
+    def drain(self) -> list[RequestRecord]:
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
+
+async def sleep_until(deadline_ns: int) -> None:
+    """Sleep until the monotonic clock reaches ``deadline_ns`` (absolute, so no drift)."""
+    remaining_ns = deadline_ns - time.monotonic_ns()
+    if remaining_ns > EARLY_WAKE_NS:
+        await asyncio.sleep((remaining_ns - EARLY_WAKE_NS) / 1e9)
+        remaining_ns = deadline_ns - time.monotonic_ns()
+    # uvloop rounds timers to whole ms, so a sub-ms sleep can return early: re-check, never send early.
+    while (remaining_ns := deadline_ns - time.monotonic_ns()) > 0:
+        await asyncio.sleep(remaining_ns / 1e9)
+
+
+def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> RequestRecord:
+    """Record of a request whose task was cancelled before the client even ran."""
+    return RequestRecord(
+        request_id=request.request_id,
+        actor=actor_index,
+        scheduled_ns=request.scheduled_ns,
+        sent_ns=now_ns,
+        end_ns=now_ns,
+        prompt_tokens=request.prompt_tokens,
+        requested_output_tokens=request.max_tokens,
+        output_tokens=0,
+        status=STATUS_ERROR,
+        error_type="cancelled",
+        error_message="request cancelled when the run was stopped",
+        warmup=request.warmup,
+    )
+
+
+class ActorLoad:
+    """One actor's dispatch state: semaphore, in-flight tasks, stop flag."""
+
+    def __init__(
+        self, client: Client, plan: ActorPlan, epoch_ns: int, sink: RecordBuffer
+    ) -> None:
+        self.client = client
+        self.plan = plan
+        self.epoch_ns = epoch_ns
+        self.sink = sink
+        self.stopping = False
+        self._inflight: dict[asyncio.Task[RequestRecord], PlannedRequest] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._duration_ns = None if plan.duration_s is None else int(plan.duration_s * 1e9)
+        self._sem = asyncio.Semaphore(plan.max_inflight)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.plan.max_inflight, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
+        )
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+        ) as session:
+            self._session = session
+            if self.plan.open_loop:
+                self._loops = [asyncio.create_task(self._open_loop())]
+            else:
+                self._loops = [asyncio.create_task(self._user(u)) for u in self.plan.users]
+            await asyncio.gather(*self._loops, return_exceptions=True)
+            await self._wait_inflight()
+        if self.stopping:
+            self._record_unstarted()
+
+    def stop(self) -> None:
+        """Stop dispatching and cancel in-flight requests (they become ``cancelled`` records)."""
+        self.stopping = True
+        for task in self._loops:
+            task.cancel()
+        for task in self._inflight:
+            task.cancel()
+
+    def _past_duration(self, offset_ns: int) -> bool:
+        return self._duration_ns is not None and offset_ns >= self._duration_ns
+
+    async def _open_loop(self) -> None:
+        for request in self.plan.requests:
+            if self.stopping or self._past_duration(request.scheduled_ns):
+                break
+            await sleep_until(self.epoch_ns + request.scheduled_ns)
+            await self._sem.acquire()  # at the limit the wait shows up as dispatch lag
+            self._spawn(request)
+        if not self.stopping:
+            await self._wait_inflight()
+
+    async def _wait_inflight(self) -> None:
+        while pending := [t for t in self._inflight if not t.done()]:
+            await asyncio.wait(pending)
+
+    async def _user(self, requests: list[PlannedRequest]) -> None:
+        ready_ns = self.epoch_ns
+        think_ns = int(self.plan.think_time_s * 1e9)
+        for request in requests:
+            if self.stopping or self._past_duration(ready_ns - self.epoch_ns):
+                return
+            await sleep_until(ready_ns)
+            await self._sem.acquire()
+            planned = dataclasses.replace(request, scheduled_ns=ready_ns - self.epoch_ns)
+            # The send task swallows cancellation into a record, so re-check the stop flag after.
+            record = await self._spawn(planned)
+            ready_ns = self.epoch_ns + record.end_ns + think_ns
+
+    def _spawn(self, request: PlannedRequest) -> asyncio.Task[RequestRecord]:
+        task = asyncio.create_task(self._send(request))
+        self._inflight[task] = request
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[RequestRecord]) -> None:
+        if not task.cancelled():
+            del self._inflight[task]  # cancelled-before-start tasks stay for _record_unstarted
+
+    async def _send(self, request: PlannedRequest) -> RequestRecord:
+        assert self._session is not None
+        try:
+            record = await self.client.send(self._session, request, self.epoch_ns)
+        finally:
+            self._sem.release()
+        record.actor = self.plan.actor_index
+        self.sink.append(record)
+        return record
+
+    def _record_unstarted(self) -> None:
+        now_ns = time.monotonic_ns() - self.epoch_ns
+        for task, request in list(self._inflight.items()):
+            if task.cancelled():
+                self.sink.append(cancelled_record(request, self.plan.actor_index, now_ns))
+        self._inflight.clear()
+
+
+async def run_actor_load(
+    client: Client,
+    plan: ActorPlan,
+    epoch_ns: int,
+    sink: RecordBuffer,
+    stop_event: asyncio.Event | None = None,
+) -> None:
+    """Run ``plan`` on the current loop; records go to ``sink``; setting ``stop_event`` stops it.
+
+    ``epoch_ns`` is the run's planned start on this process's monotonic clock; every record's
+    timestamps are ns since then.
+    """
+    load = ActorLoad(client, plan, epoch_ns, sink)
+    if stop_event is None:
+        await load.run()
+        return
+    runner = asyncio.create_task(load.run())
+    watcher = asyncio.create_task(stop_event.wait())
+    await asyncio.wait({runner, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if not runner.done():
+        load.stop()
+    watcher.cancel()
+    await runner

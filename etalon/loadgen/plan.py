@@ -1,0 +1,99 @@
+"""Pure planning: turn a Schedule and its prompts into per-actor request plans (no I/O, no clock)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from etalon.clients.base import PlannedRequest
+
+if TYPE_CHECKING:
+    from etalon.core.workload import Schedule
+
+
+@dataclass
+class ActorPlan:
+    """What one actor sends.
+
+    Open loop (``open_loop``): ``requests`` in planned order, each at ``epoch + scheduled_ns``.
+    Closed loop: ``users[u]`` is user u's requests in order; a user sends the next one when the
+    previous one ended plus ``think_time_s``. Nothing new is sent at or after ``duration_s``.
+    """
+
+    actor_index: int
+    open_loop: bool
+    requests: list[PlannedRequest] = field(default_factory=list)
+    users: list[list[PlannedRequest]] = field(default_factory=list)
+    think_time_s: float = 0.0
+    duration_s: float | None = None
+    max_inflight: int = 1024
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.requests) + sum(len(u) for u in self.users)
+
+
+def build_requests(schedule: Schedule, prompts: list[str]) -> list[PlannedRequest]:
+    """One PlannedRequest per scheduled request; closed-loop requests get scheduled_ns 0 for now."""
+    n = len(schedule.prompt_tokens)
+    if len(prompts) != n:
+        raise ValueError(f"got {len(prompts)} prompts for a schedule of {n} requests; they must match")
+    if len(schedule.output_tokens) != n:
+        raise ValueError(
+            f"schedule.output_tokens has {len(schedule.output_tokens)} entries, prompt_tokens has {n}"
+        )
+    offsets = schedule.offsets_ns
+    if offsets is not None and len(offsets) != n:
+        raise ValueError(f"schedule.offsets_ns has {len(offsets)} entries, prompt_tokens has {n}")
+    planned = offsets.tolist() if offsets is not None else [0] * n
+    return [
+        PlannedRequest(
+            request_id=i,
+            prompt=prompts[i],
+            prompt_tokens=int(p),
+            max_tokens=int(o),
+            scheduled_ns=int(s),
+            warmup=i < schedule.warmup_requests,
+        )
+        for i, (p, o, s) in enumerate(
+            zip(schedule.prompt_tokens.tolist(), schedule.output_tokens.tolist(), planned)
+        )
+    ]
+
+
+def split_plans(
+    schedule: Schedule, requests: list[PlannedRequest], num_actors: int, max_inflight: int
+) -> list[ActorPlan]:
+    """Split requests over at most ``num_actors`` actors.
+
+    Open loop: request i goes to actor i % A (ordered by planned time within an actor).
+    Closed loop with N users: user u gets requests u, u+N, u+2N, ...; user u runs on actor u % A.
+    Actors that would get nothing are not planned.
+    """
+    if num_actors < 1:
+        raise ValueError(f"num_actors must be >= 1, got {num_actors}")
+    common = dict(
+        think_time_s=float(schedule.think_time_s),
+        duration_s=schedule.duration_s,
+        max_inflight=max_inflight,
+    )
+    if schedule.offsets_ns is not None:
+        count = min(num_actors, len(requests)) or 1
+        return [
+            ActorPlan(
+                actor_index=a,
+                open_loop=True,
+                requests=sorted(requests[a::count], key=lambda r: (r.scheduled_ns, r.request_id)),
+                **common,  # type: ignore[arg-type]
+            )
+            for a in range(count)
+        ]
+    users_total = schedule.concurrency
+    if users_total is None or users_total < 1:
+        raise ValueError(f"closed-loop schedule needs concurrency >= 1, got {users_total}")
+    users = [requests[u::users_total] for u in range(users_total)]
+    count = min(num_actors, users_total)
+    return [
+        ActorPlan(actor_index=a, open_loop=False, users=users[a::count], **common)  # type: ignore[arg-type]
+        for a in range(count)
+    ]

@@ -1,0 +1,233 @@
+"""Run a Schedule against an endpoint with N load actors (Ray or in-process), writing records as JSONL."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import orjson
+
+from etalon.clients.base import EndpointSpec
+from etalon.clients.openai import preflight as _client_preflight
+from etalon.core.records import STATUS_OK, RequestRecord
+from etalon.loadgen.actors import LoadActor
+from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
+
+if TYPE_CHECKING:
+    from etalon.core.workload import Schedule
+
+STOP_INTERRUPTED = "interrupted"
+BACKENDS = ("ray", "local")
+
+
+@dataclass
+class LoadSettings:
+    """How the load is generated: actors, their concurrency limit, backend, drain cadence."""
+
+    num_actors: int = 1
+    max_inflight_per_actor: int = 1024
+    backend: str = "ray"
+    actor_num_cpus: float = 0.5
+    drain_interval_s: float = 0.25
+    ray_address: str | None = None
+    use_uvloop: bool = True
+    start_delay_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"client.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.num_actors < 1 or self.max_inflight_per_actor < 1:
+            raise ValueError(
+                f"client.num_actors ({self.num_actors}) and client.max_inflight_per_actor "
+                f"({self.max_inflight_per_actor}) must be >= 1"
+            )
+        if self.drain_interval_s <= 0 or self.start_delay_s < 0:
+            raise ValueError(
+                f"client.drain_interval_s must be > 0 and client.start_delay_s >= 0, got "
+                f"{self.drain_interval_s} and {self.start_delay_s}"
+            )
+
+
+@dataclass
+class LoadResult:
+    """What a load run produced. ``partial`` means it stopped before the schedule ran out
+    (``stop_reason`` says why: a should_stop message, ``interrupted``, or an actor failure)."""
+
+    records: list[RequestRecord]
+    partial: bool
+    stop_reason: str | None
+    actors: list[dict[str, Any]] = field(default_factory=list)
+    wall_start_ns: int = 0
+    duration_s: float = 0.0
+
+
+class _Backend(Protocol):
+    def start(self, plans: list[ActorPlan], start_wall_ns: int) -> list[dict[str, Any]]: ...
+    def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    def stop(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class _LocalBackend:
+    """Actors as plain objects in this process, each with its own thread and event loop."""
+
+    def __init__(self, endpoint: EndpointSpec, settings: LoadSettings, count: int) -> None:
+        self._actors = [LoadActor(i, endpoint, settings.use_uvloop) for i in range(count)]
+
+    def start(self, plans: list[ActorPlan], start_wall_ns: int) -> list[dict[str, Any]]:
+        return [a.start(p, start_wall_ns) for a, p in zip(self._actors, plans)]
+
+    def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        statuses = [a.status() for a in self._actors]  # status first: a done actor's drain is final
+        return [r for a in self._actors for r in a.drain()], statuses
+
+    def stop(self) -> None:
+        for actor in self._actors:
+            actor.stop()
+
+    def shutdown(self) -> None:
+        self.stop()
+
+
+class _RayBackend:
+    """One Ray actor process per LoadActor, spread across nodes."""
+
+    def __init__(self, endpoint: EndpointSpec, settings: LoadSettings, count: int) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
+        self._ray = ray
+        remote = ray.remote(LoadActor).options(
+            num_cpus=settings.actor_num_cpus, scheduling_strategy="SPREAD"
+        )
+        self._actors = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
+        ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
+
+    def start(self, plans: list[ActorPlan], start_wall_ns: int) -> list[dict[str, Any]]:
+        return self._ray.get([a.start.remote(p, start_wall_ns) for a, p in zip(self._actors, plans)])
+
+    def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        statuses = self._ray.get([a.status.remote() for a in self._actors])
+        batches = self._ray.get([a.drain.remote() for a in self._actors])
+        return [r for batch in batches for r in batch], statuses
+
+    def stop(self) -> None:
+        self._ray.get([a.stop.remote() for a in self._actors])
+
+    def shutdown(self) -> None:
+        for actor in self._actors:
+            self._ray.kill(actor)
+
+
+def preflight(endpoint: EndpointSpec) -> list[str]:
+    """Fail fast (EndpointUnreachableError / EndpointStatusError) before a run; returns model ids."""
+    return _client_preflight(endpoint)
+
+
+def run_load(
+    schedule: Schedule,
+    prompts: list[str],
+    endpoint: EndpointSpec,
+    settings: LoadSettings,
+    records_path: Path,
+    *,
+    should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
+    progress: bool = True,
+) -> LoadResult:
+    """Send ``schedule`` and collect one record per sent request.
+
+    Records are appended to ``records_path`` (JSONL, one ``RequestRecord.to_dict()`` per line)
+    after every drain. Ctrl-C does not propagate: actors are stopped, what they have is written,
+    and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
+    its summary and then re-raises KeyboardInterrupt itself.
+    """
+    plans = split_plans(
+        schedule, build_requests(schedule, prompts), settings.num_actors,
+        settings.max_inflight_per_actor,
+    )
+    backend_cls = _RayBackend if settings.backend == "ray" else _LocalBackend
+    backend: _Backend = backend_cls(endpoint, settings, len(plans))
+    try:
+        return _drive(backend, plans, settings, Path(records_path), should_stop, progress)
+    finally:
+        backend.shutdown()
+
+
+def _drive(
+    backend: _Backend,
+    plans: list[ActorPlan],
+    settings: LoadSettings,
+    records_path: Path,
+    should_stop: Callable[[list[RequestRecord]], str | None] | None,
+    progress: bool,
+) -> LoadResult:
+    from tqdm import tqdm
+
+    records: list[RequestRecord] = []
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    total = sum(p.num_requests for p in plans)
+    stop_reason: str | None = None
+    start_wall_ns = time.time_ns() + int(settings.start_delay_s * 1e9)
+    with open(records_path, "wb") as sink, tqdm(total=total, unit="req", disable=not progress) as bar:
+        collect = _Collector(records, sink, bar)
+        try:
+            infos = backend.start(plans, start_wall_ns)
+            stop_reason = _poll_until_done(backend, collect, settings, should_stop)
+        except KeyboardInterrupt:
+            stop_reason = STOP_INTERRUPTED
+            infos = []
+        if stop_reason is not None:
+            backend.stop()
+            collect(backend.poll()[0])
+    return LoadResult(
+        records=records,
+        partial=stop_reason is not None,
+        stop_reason=stop_reason,
+        actors=infos,
+        wall_start_ns=start_wall_ns,
+        duration_s=max(0.0, (time.time_ns() - start_wall_ns) / 1e9),
+    )
+
+
+def _poll_until_done(
+    backend: _Backend,
+    collect: _Collector,
+    settings: LoadSettings,
+    should_stop: Callable[[list[RequestRecord]], str | None] | None,
+) -> str | None:
+    """Drain every ``drain_interval_s`` until all actors finish; return a stop reason or None."""
+    while True:
+        time.sleep(settings.drain_interval_s)
+        batch, statuses = backend.poll()
+        collect(batch)
+        errors = [s["error"] for s in statuses if s["error"]]
+        if errors:
+            return f"load actor failed: {errors[0]}"
+        if should_stop is not None and (reason := should_stop(collect.records)):
+            return reason
+        if all(s["done"] for s in statuses):
+            return None
+
+
+class _Collector:
+    """Appends drained record dicts to the JSONL file (flushed per drain) and the in-memory list."""
+
+    def __init__(self, records: list[RequestRecord], sink: Any, bar: Any) -> None:
+        self.records = records
+        self._sink = sink
+        self._bar = bar
+        self._errors = 0
+
+    def __call__(self, batch: list[dict[str, Any]]) -> None:
+        if not batch:
+            return
+        self._sink.write(b"".join(orjson.dumps(d) + b"\n" for d in batch))
+        self._sink.flush()
+        new = [RequestRecord.from_dict(d) for d in batch]
+        self.records.extend(new)
+        self._errors += sum(r.status != STATUS_OK for r in new)
+        self._bar.update(len(new))
+        self._bar.set_postfix(errors=self._errors, refresh=False)
