@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ class MLflowSweepCallback(Callback):
         print(f"etalon: sweep parent MLflow run {run.info.run_id}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish_parent(config)
+        failed = sorted(Path(config.hydra.sweep.dir).glob("*/error.txt"))
+        if failed:
+            for path in failed:
+                print(f"etalon: job {path.parent.name} failed: {path.read_text().strip()}", file=sys.stderr)
+            print(f"etalon: {len(failed)} job(s) of the sweep failed; the others finished", file=sys.stderr)
+            sys.exit(1)
+
+    def _finish_parent(self, config: DictConfig) -> None:
         if self._parent is None:
             return
         client, parent_id = self._parent

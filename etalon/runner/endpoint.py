@@ -43,6 +43,17 @@ def endpoint_key(cfg: EtalonConfig, base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+def check_model_served(spec: EndpointSpec) -> None:
+    """Fail fast, before any load: the endpoint must answer and know the configured model."""
+    from etalon.loadgen import preflight
+
+    served = preflight(spec)
+    if served and spec.model not in served:
+        raise ConfigError(
+            f"model.name: {spec.model!r} is not served by {spec.base_url} (it serves: {', '.join(served)})"
+        )
+
+
 @contextmanager
 def live_endpoint(cfg: EtalonConfig) -> Iterator[tuple[EndpointSpec, str]]:
     """Start the endpoint's server (if it has one), yield its spec and key, stop it on exit."""
@@ -64,6 +75,7 @@ def live_endpoint(cfg: EtalonConfig) -> Iterator[tuple[EndpointSpec, str]]:
             connect_timeout_s=cfg.endpoint.connect_timeout_s,
             tokenizer=cfg.model.tokenizer,
         )
+        check_model_served(spec)
         yield spec, endpoint_key(cfg, base_url)
     finally:
         if server is not None:

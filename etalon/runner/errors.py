@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hydra.errors import InstantiationException
 
-from etalon.clients.base import EndpointUnreachableError
+from etalon.clients.base import EndpointError
 from etalon.config import ConfigError
 from etalon.datasets.tokenizers import TokenizerLoadError
 from etalon.datasets.traces import TraceFileError
@@ -14,7 +14,7 @@ from etalon.stages.base import StageError
 # ValueError covers bad values rejected by the classes a config instantiates (rates, lengths, SLOs).
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
-    EndpointUnreachableError,
+    EndpointError,
     TokenizerLoadError,
     TraceFileError,
     ServerStartError,

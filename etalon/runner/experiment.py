@@ -49,7 +49,8 @@ def run_experiment(dcfg: DictConfig) -> float | None:
 
 
 def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
-    from etalon.runner.endpoint import live_endpoint
+    from etalon.runner.endpoint import endpoint_key, live_endpoint
+    from etalon.runner.locks import endpoint_lock
 
     cfg = _validated(dcfg)
     secrets = save_resolved_config(dcfg, cfg, run_dir)
@@ -58,7 +59,8 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
     if parent_id:
         tags[PARENT_TAG] = parent_id
     name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.pipeline.name}"
-    with tracked_run(cfg.tracking, name, tags) as tracker:
+    # Jobs of a Ray sweep that measure the same endpoint wait for each other here.
+    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or "")), tracked_run(cfg.tracking, name, tags) as tracker:
         tracker.log_params(tracking_params(cfg, dcfg, secrets))
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)

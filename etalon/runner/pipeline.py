@@ -13,7 +13,6 @@ from hydra.utils import instantiate
 
 from etalon.clients.base import EndpointSpec
 from etalon.config import EtalonConfig, StageConfig
-from etalon.runner.locks import endpoint_lock
 from etalon.stages.base import StageContext, StageResult
 
 log = logging.getLogger("etalon")
@@ -27,9 +26,8 @@ def run_pipeline(
     """Run every stage; the last stage's scalars are also logged on the pipeline's own run."""
     results: dict[str, StageResult] = {}
     cache_dir = Path(cfg.cache_dir)
-    with endpoint_lock(key):
-        for stage in cfg.pipeline.stages:
-            results[stage.name] = _run_stage(cfg, stage, run_dir, endpoint, key, tracker, results, cache_dir)
+    for stage in cfg.pipeline.stages:
+        results[stage.name] = _run_stage(cfg, stage, run_dir, endpoint, key, tracker, results, cache_dir)
     last = results[cfg.pipeline.stages[-1].name]
     tracker.log_metrics(last.scalars)
     tracker.set_tags({"etalon.partial": str(any(r.partial for r in results.values())).lower()})

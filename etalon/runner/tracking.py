@@ -135,6 +135,7 @@ def mlflow_client(tracking: TrackingConfig) -> tuple[Any, str] | None:
 
         uri = tracking.tracking_uri
         _ensure_sqlite_dir(uri)
+        _check_reachable(uri)
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(tracking.experiment_name)
         if experiment is not None:
@@ -154,6 +155,16 @@ def artifact_location(tracking: TrackingConfig) -> str | None:
         db = Path(tracking.tracking_uri[len("sqlite:///") :])
         return (db.parent.resolve() / "mlflow-artifacts").as_uri()
     return None
+
+
+def _check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """An HTTP tracking server must answer quickly; MLflow's own retries would stall for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+        response.read()
 
 
 def _ensure_sqlite_dir(uri: str) -> None:
