@@ -72,14 +72,32 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
 
 
 def _validated(dcfg: DictConfig) -> EtalonConfig:
+    from etalon.config import ConfigError
+
     try:
-        return load_config(dcfg)
+        cfg = load_config(dcfg)
     except USER_ERRORS:
         raise
     except Exception as exc:  # OmegaConf validation errors name the key in their message
-        from etalon.config import ConfigError
-
         raise ConfigError(str(exc).splitlines()[0]) from exc
+    check_components(cfg)
+    return cfg
+
+
+def check_components(cfg: EtalonConfig) -> None:
+    """Build every swappable part once, so a bad value fails before a server starts."""
+    from hydra.utils import instantiate
+
+    from etalon.datasets.tokenizers import load_tokenizer
+    from etalon.stages.benchmark import max_total_tokens
+
+    load_tokenizer(cfg.model.tokenizer)
+    instantiate(cfg.workload.arrival)
+    instantiate(cfg.workload.lengths)
+    instantiate(cfg.slo)
+    for stage in cfg.pipeline.stages:
+        instantiate(stage.run)
+    max_total_tokens(cfg)
 
 
 def _sweep_parent_id(hydra_cfg: Any) -> str | None:
