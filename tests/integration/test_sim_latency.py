@@ -1,0 +1,140 @@
+"""Timing behaviour of the simulator against its latency model: accuracy, knee, chunking, KV."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import statistics
+
+import aiohttp
+import pytest
+
+from etalon.runner.server import EmbeddedSimServer
+from etalon.sim.config import load_sim_config
+from tests.integration.conftest_sim import metrics, percentile, sim_config, stream_request
+
+ENGINE_LATENCY = {"step_overhead_s": 0.005, "per_prefill_token_s": 1e-4, "per_decode_seq_s": 1e-3,
+                  "per_context_token_s": 1e-6}
+
+
+def _prompt(words: int) -> str:
+    return " ".join(["word"] * words)
+
+
+async def _open_loop(base_url: str, rate_rps: float, duration_s: float, body: dict) -> list:
+    """Constant-rate arrivals (planned send times), each request streamed to the end."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tasks = []
+        for k in range(int(rate_rps * duration_s)):
+            await asyncio.sleep(max(0.0, start + k / rate_rps - loop.time()))
+            tasks.append(asyncio.create_task(stream_request(session, base_url, body)))
+        return list(await asyncio.gather(*tasks))
+
+
+def test_independent_hits_ttft_and_tbt_at_256_streams() -> None:
+    latency = {"ttft_base_s": 0.05, "ttft_per_prompt_token_s": 2e-5, "tbt_s": 0.02}
+    with EmbeddedSimServer(sim_config(latency=latency)) as server:
+        async def go() -> list:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                warm = {"prompt": "x", "max_tokens": 1, "ignore_eos": True}
+                await asyncio.gather(*(stream_request(session, server.base_url, warm)
+                                       for _ in range(256)))  # open 256 pooled connections
+                body = {"prompt": _prompt(100), "max_tokens": 50, "ignore_eos": True}
+                tasks = []
+                for _ in range(256):  # ramp over 0.5 s so the client never bursts; all 256 overlap
+                    tasks.append(asyncio.create_task(stream_request(session, server.base_url, body)))
+                    await asyncio.sleep(0.002)
+                return await asyncio.gather(*tasks)
+        results = asyncio.run(go())
+    assert all(len(r.texts) == 50 for r in results)
+    ttft_s = [r.ttft_s for r in results]
+    tbt_s = [gap for r in results for gap in r.tbt_s]
+    # TTFT counts from the client's send, so it carries the client's own send and loopback time
+    assert statistics.median(ttft_s) == pytest.approx(0.052, rel=0.05)
+    assert statistics.mean(tbt_s) == pytest.approx(0.02, abs=0.0005)
+    assert percentile(tbt_s, 50) == pytest.approx(0.02, abs=0.0005)
+
+
+def test_engine_ttft_and_tbt_match_model_below_capacity() -> None:
+    config = sim_config(scheduler="chunked", max_num_seqs=8, max_num_batched_tokens=512,
+                        latency=ENGINE_LATENCY)
+    with EmbeddedSimServer(config) as server:
+        async def go() -> list:
+            async with aiohttp.ClientSession() as session:
+                body = {"prompt": _prompt(200), "max_tokens": 20, "ignore_eos": True}
+                return [await stream_request(session, server.base_url, body) for _ in range(5)]
+        results = asyncio.run(go())
+    # prefill step: 5 ms + 200 * 0.1 ms + 200 context tokens * 1 us
+    expected_ttft_s = 0.005 + 0.020 + 0.0002
+    # decode step k (k = 1..19) attends to 200 + k tokens: 5 ms + 1 ms + (200 + k) us
+    expected_tbt_s = statistics.mean(0.006 + (200 + k) * 1e-6 for k in range(1, 20))
+    assert statistics.mean(r.ttft_s for r in results) == pytest.approx(expected_ttft_s, rel=0.05)
+    assert statistics.mean(g for r in results for g in r.tbt_s) == pytest.approx(expected_tbt_s, rel=0.05)
+
+
+def _ttft_p99_by_third(results: list) -> tuple[float, float]:
+    ordered = sorted(results, key=lambda r: r.sent_ns)
+    third = len(ordered) // 3
+    return (percentile([r.ttft_s for r in ordered[:third]], 99),
+            percentile([r.ttft_s for r in ordered[-third:]], 99))
+
+
+def test_tiny_engine_rate_sweep_shows_the_knee() -> None:
+    preset = load_sim_config("tiny_engine", model={"name": "sim-test", "tokenizer": None})
+    with EmbeddedSimServer(dataclasses.asdict(preset)) as server:
+        body = {"prompt": _prompt(64), "max_tokens": 20, "ignore_eos": True}
+        below = asyncio.run(_open_loop(server.base_url, 10, 2.5, body))
+        above = asyncio.run(_open_loop(server.base_url, 60, 2.5, body))
+    assert all(len(r.texts) == 20 for r in below + above)
+    first_s, last_s = _ttft_p99_by_third(below)
+    assert last_s < 0.05 and last_s < 2 * first_s + 0.01  # flat below the ~29 req/s capacity
+    first_s, last_s = _ttft_p99_by_third(above)
+    assert last_s > 1.0 and last_s > 2 * first_s  # the queue grows for the whole run
+
+
+def _mixed_load_tbt_p99(scheduler: str) -> float:
+    config = sim_config(scheduler=scheduler, max_num_seqs=16, max_num_batched_tokens=256,
+                        latency={"step_overhead_s": 0.004, "per_prefill_token_s": 5e-5,
+                                 "per_decode_seq_s": 2e-4, "per_context_token_s": 0.0})
+    with EmbeddedSimServer(config) as server:
+        async def go() -> list:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                short = {"prompt": _prompt(32), "max_tokens": 150, "ignore_eos": True}
+                long = {"prompt": _prompt(2000), "max_tokens": 2, "ignore_eos": True}
+                decoders = [asyncio.create_task(stream_request(session, server.base_url, short))
+                            for _ in range(6)]
+                for _ in range(8):  # a 2000-token prompt every 120 ms while the short ones decode
+                    await asyncio.sleep(0.12)
+                    asyncio.create_task(stream_request(session, server.base_url, long))
+                return await asyncio.gather(*decoders)
+        results = asyncio.run(go())
+    return percentile([g for r in results for g in r.tbt_s], 99)
+
+
+def test_chunked_prefill_lowers_tbt_p99_against_prefill_first() -> None:
+    prefill_first_s = _mixed_load_tbt_p99("prefill_first")
+    chunked_s = _mixed_load_tbt_p99("chunked")
+    # prefill-first stalls decodes for a whole 2000-token prefill: 4 ms + 100 ms;
+    # chunked caps a step at 256 tokens: about 4 ms + 250 * 50 us + 6 * 0.2 ms = 17.7 ms
+    assert prefill_first_s > 0.09
+    assert chunked_s < 0.03 and chunked_s < prefill_first_s / 3
+
+
+def test_kv_pressure_preempts_and_loses_no_tokens() -> None:
+    config = sim_config(scheduler="prefill_first", max_num_seqs=16, max_num_batched_tokens=2048,
+                        kv_cache_tokens=1024, block_size_tokens=16,
+                        latency={"step_overhead_s": 0.0005})
+    with EmbeddedSimServer(config) as server:
+        async def go() -> tuple[list, dict]:
+            async with aiohttp.ClientSession() as session:
+                body = {"prompt": _prompt(100), "max_tokens": 100, "ignore_eos": True}
+                results = await asyncio.gather(*(stream_request(session, server.base_url, body)
+                                                 for _ in range(8)))
+                return list(results), await metrics(session, server.base_url)
+        results, values = asyncio.run(go())
+    assert all(len(r.texts) == 100 and r.finish_reason == "length" for r in results)
+    # 8 sequences of up to 200 tokens need 8 * 13 blocks; the cache has 64
+    assert values['vllm:num_preemptions_total{model_name="sim-test"}'] >= 1
+    assert values['vllm:gpu_cache_usage_perc{model_name="sim-test"}'] == 0.0
