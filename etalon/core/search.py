@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -13,13 +15,16 @@ class Probe:
 
     ``load`` is the offered request rate in requests/s (rate search) or the number of
     concurrent requests (closed-loop concurrency search). ``value``/``threshold`` are the judged
-    SLO metric and its limit (passes when ``value <= threshold``); the search interpolates on them.
+    SLO metric and its limit (passes when ``value <= threshold``); ``scale`` is the SLO's
+    continuous "limits would need this factor" signal (<= 1 passes) and, when finite, is what the
+    search interpolates (else threshold/value).
     """
 
     load: float
     passed: bool
     value: float = math.nan
     threshold: float = math.nan
+    scale: float = math.nan
     cached: bool = False
     early_stopped: bool = False
     duration_s: float = 0.0
@@ -128,11 +133,13 @@ class ExpandBisectSearch:
 
 
 def _headroom(probe: Probe) -> float | None:
-    """threshold / value: >= 1 passes, 0 for an unbounded value (a queue that never drained).
+    """1 / scale, or threshold / value: >= 1 passes, 0 for an unbounded value (a runaway queue).
 
     For queueing latency (value ~ s / (1 - rate/capacity)) this is linear in the load, so
     linear interpolation of it lands close to the crossing; a zero value carries no slope.
     """
+    if not math.isnan(probe.scale):
+        return 1.0 / probe.scale if probe.scale > 0 else None
     if not math.isfinite(probe.threshold) or probe.threshold <= 0:
         return None
     if math.isnan(probe.value) or probe.value <= 0:
@@ -167,3 +174,42 @@ def run_search(
             break
         history.append(judge(load))
     return history
+
+
+def runaway_queue(
+    scheduled_ns: np.ndarray,
+    first_token_ns: np.ndarray,
+    *,
+    min_requests: int = 16,
+    slope_limit: float = 0.25,
+    growth_factor: float = 4.0,
+) -> str | None:
+    """A reason string when the user-view TTFT (first token - planned send) grows steadily with
+    the planned send time: the offered load is above what the endpoint serves, so its queue
+    grows for as long as the run lasts.
+
+    In an overloaded FCFS server, a request planned at t waits about t * (rate / capacity - 1),
+    so the least-squares slope of TTFT on send time estimates rate / capacity - 1. The run is
+    declared runaway when the slope exceeds ``slope_limit`` and the fitted growth over the window
+    is more than ``growth_factor`` times the median TTFT of its first quarter (so ordinary
+    jitter on a fast endpoint never trips it). Rows with no first token (-1) are skipped.
+    """
+    done = first_token_ns >= 0
+    if int(np.count_nonzero(done)) < min_requests:
+        return None
+    t_s = scheduled_ns[done] / 1e9
+    ttft_s = (first_token_ns[done] - scheduled_ns[done]) / 1e9
+    order = np.argsort(t_s)
+    t_s, ttft_s = t_s[order], ttft_s[order]
+    span_s = float(t_s[-1] - t_s[0])
+    if span_s <= 0:
+        return None
+    slope = float(np.polyfit(t_s, ttft_s, 1)[0])
+    early_s = float(np.median(ttft_s[: max(len(ttft_s) // 4, 1)]))
+    growth_s = slope * span_s
+    if slope > slope_limit and growth_s > growth_factor * early_s:
+        return (
+            f"queue grows without bound: TTFT rises {slope:.2f} s per s of sending "
+            f"(+{growth_s:.2f} s over {span_s:.1f} s, from {early_s * 1e3:.0f} ms)"
+        )
+    return None

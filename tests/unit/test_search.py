@@ -108,3 +108,31 @@ def test_integer_search_all_fail_stops_at_one():
 def test_bad_parameters_name_the_key(kwargs):
     with pytest.raises(ValueError, match="search\\."):
         ExpandBisectSearch(**kwargs)
+
+
+def test_scale_drives_interpolation_when_values_are_flat():
+    # Miss-rate-like value: 0 below the crossing (no slope), but a continuous scale = rate / 10.
+    def judge(load):
+        return Probe(load=load, passed=load <= 10.0, value=0.0 if load <= 10 else 0.5,
+                     threshold=0.1, scale=load / 10.0)
+
+    smart = run_search(ExpandBisectSearch(start_rate_rps=1.0, precision=0.05), judge)
+    plain = run_search(ExpandBisectSearch(start_rate_rps=1.0, precision=0.05, interpolate=False), judge)
+    assert bracket(smart)[0].load <= 10.0 < bracket(smart)[1].load
+    assert len(smart) < len(plain)
+
+
+def test_runaway_queue_detects_overload_but_not_a_stable_queue():
+    from etalon.core.search import runaway_queue
+
+    rng = np.random.default_rng(3)
+    sched = np.sort(rng.uniform(0, 10, 200))
+    stable = 0.05 + rng.exponential(0.02, 200)
+    s_ns = (sched * 1e9).astype(np.int64)
+    assert runaway_queue(s_ns, s_ns + (stable * 1e9).astype(np.int64)) is None
+    # 1.5x overload: waiting time grows 0.5 s per s of sending.
+    overload = 0.05 + 0.5 * sched + rng.exponential(0.02, 200)
+    reason = runaway_queue(s_ns, s_ns + (overload * 1e9).astype(np.int64))
+    assert reason is not None and "0.5" in reason
+    # Too few completed requests: no verdict yet.
+    assert runaway_queue(s_ns[:10], s_ns[:10] + (overload[:10] * 1e9).astype(np.int64)) is None
