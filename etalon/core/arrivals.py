@@ -53,6 +53,7 @@ def _offsets_from_gaps(draw_gaps_s: Callable[[int], np.ndarray], rate_rps: float
         offsets = np.concatenate(([0.0], np.cumsum(draw_gaps_s(max(int(num_requests) - 1, 0)))))
         offsets = offsets[: int(num_requests)]
     else:
+        assert duration_s is not None  # _check_limits: one of the two bounds is set
         chunk = int(min(rate_rps * duration_s * 1.1 + 16, MAX_OPEN_LOOP_REQUESTS))
         offsets = np.concatenate(([0.0], np.cumsum(draw_gaps_s(chunk))))
         while offsets[-1] < duration_s:
@@ -122,7 +123,11 @@ class ConstantArrivals:
     def offsets_s(self, num_requests: int | None, duration_s: float | None,
                   rng: np.random.Generator) -> np.ndarray:
         _check_limits(num_requests, duration_s)
-        count = int(num_requests) if num_requests is not None else math.ceil(duration_s * self.rate_rps) + 1
+        if num_requests is not None:
+            count = int(num_requests)
+        else:
+            assert duration_s is not None  # _check_limits: one of the two bounds is set
+            count = math.ceil(duration_s * self.rate_rps) + 1
         if count > MAX_OPEN_LOOP_REQUESTS:
             raise ValueError(f"rate_rps * duration_s asks for more than {MAX_OPEN_LOOP_REQUESTS} requests")
         offsets = np.arange(count, dtype=np.float64) / self.rate_rps

@@ -28,6 +28,8 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
+    def __hash__(self) -> int: ...  # word pools are cached per tokenizer object
+
 
 class PromptBuildError(ValueError):
     """The tokenizer cannot produce a prompt of the requested token count."""
