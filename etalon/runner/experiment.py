@@ -89,9 +89,14 @@ def check_components(cfg: EtalonConfig) -> None:
     from hydra.utils import instantiate
 
     from etalon.datasets.tokenizers import load_tokenizer
+    from etalon.runner.endpoint import launches_simulator
     from etalon.stages.benchmark import max_total_tokens
 
     load_tokenizer(cfg.model.tokenizer)
+    if launches_simulator(cfg):
+        from etalon.sim.config import sim_config_from_dict
+
+        sim_config_from_dict(cfg.sim)
     instantiate(cfg.workload.arrival)
     instantiate(cfg.workload.lengths)
     instantiate(cfg.slo)
