@@ -12,9 +12,10 @@ import numpy as np
 # given by a caller are rounded to the nearest ns once, so a gap equal to its deadline always counts as
 # met and floor((x - slack) / Dd) is never off by one from float round-off. Deadlines live on a 1 ns grid.
 NS_PER_S = 1_000_000_000
-_BLOCK_TOKENS = 1 << 20  # tokens per block: keeps temporaries cache-sized and memory bounded
+_BLOCK_TOKENS = 1 << 18  # tokens per block: keeps temporaries cache-sized and memory bounded
 _BLOCK_REQUESTS = 1 << 16  # bounds the segment offset used by the segmented running max
 _INT_LIMIT = 1 << 62
+_COARSE_STEP = 5  # miss-rate curve: full evaluation at every 5th target, pruned in between
 STATS = ("mean", "min", "max", "p50", "p90", "p95", "p99", "p999")
 _PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 
@@ -141,13 +142,41 @@ class _TokenSet:
     larger ``Dd`` only earlier misses can set the running max, so a set can be shrunk to its misses.
     """
 
-    trel_ns: np.ndarray  # t_j - base
-    index: np.ndarray  # j, position of the token in its request
-    seg: np.ndarray  # request index within the block, non-decreasing
+    trel_ns: np.ndarray  # t_j - base (int64)
+    index: np.ndarray  # j, position of the token in its request (int32)
+    seg: np.ndarray  # request index within the block, non-decreasing (int32)
     counted: np.ndarray  # per request: tokens judged (n, or n - 1 when the first is ignored)
+    big: int  # > max(trel_ns, 0): lifting request s by s * big keeps running maxima apart
+    starts: np.ndarray  # where each request's tokens start in the set (len = requests + 1)
+
+    @classmethod
+    def build(cls, trel_ns: np.ndarray, index: np.ndarray, seg: np.ndarray, counted: np.ndarray) -> _TokenSet:
+        big = int(max(trel_ns.max(initial=0), 0)) + 1
+        if big * (counted.shape[0] + 1) >= _INT_LIMIT:
+            raise OverflowError(f"request durations too long for exact ns deadline maths ({big} ns)")
+        seg32 = seg.astype(np.int32)
+        return cls(trel_ns, index.astype(np.int32), seg32, counted, big, _starts(seg32, counted))
 
     def subset(self, keep: np.ndarray) -> _TokenSet:
-        return _TokenSet(self.trel_ns[keep], self.index[keep], self.seg[keep], self.counted)
+        if keep.shape[0] and np.count_nonzero(keep) > 0.85 * keep.shape[0]:
+            return self  # a superset stays valid; compressing would cost more than it saves
+        idx = np.flatnonzero(keep)
+        seg = self.seg[idx]
+        return _TokenSet(
+            self.trel_ns[idx], self.index[idx], seg, self.counted, self.big, _starts(seg, self.counted)
+        )
+
+    def segment_sums(self, values: np.ndarray) -> np.ndarray:
+        """Per request sum of ``values`` (one per token of the set); seg is sorted."""
+        starts = self.starts
+        nonempty = starts[:-1] < starts[1:]
+        out = np.zeros(self.counted.shape[0], dtype=np.int64)
+        out[nonempty] = np.add.reduceat(values, starts[:-1][nonempty])
+        return out
+
+
+def _starts(seg: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    return np.searchsorted(seg, np.arange(counted.shape[0] + 1, dtype=seg.dtype))
 
 
 def _blocks(token_offsets: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -174,34 +203,39 @@ def _token_set(
     if base_ns is not None or times.shape[0] == 0:
         base_ns = np.zeros(r1 - r0, dtype=np.int64) if base_ns is None else base_ns
         counted = counts if ttft_mode else np.maximum(counts - 1, 0)
-        return _TokenSet(times - base_ns[seg], index, seg, counted)
+        return _TokenSet.build(times - base_ns[seg], index, seg, counted)
     first_ns = times[np.minimum(offsets[:-1] - offsets[0], times.shape[0] - 1)]
     keep = index > 0
-    return _TokenSet((times - first_ns[seg])[keep], index[keep], seg[keep], np.maximum(counts - 1, 0))
+    return _TokenSet.build(
+        (times - first_ns[seg])[keep], index[keep], seg[keep], np.maximum(counts - 1, 0)
+    )
 
 
-def _record_pass(ts: _TokenSet, dd_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """At per-request deadline ``dd_ns``: (miss mask over ts, missed[], total[]) for the block."""
-    n_req = ts.counted.shape[0]
+def _record_pass(ts: _TokenSet, dd_ns: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At deadline ``dd_ns`` (scalar or per request): (miss mask over ts, missed[], total[]) of the block."""
     if ts.seg.shape[0] == 0:
-        zeros = np.zeros(n_req, dtype=np.int64)
-        return np.zeros(0, dtype=bool), zeros, ts.counted.copy()
-    d = dd_ns[ts.seg]
-    v = ts.trel_ns - ts.index * d
-    # Segmented running max in one ufunc call: shift request s by s * big so maxima never leak across.
-    big = int(max(ts.trel_ns.max(), 0)) + 1
-    if big * n_req >= _INT_LIMIT:
-        raise OverflowError(f"request durations too long for exact ns deadline maths ({big} ns)")
-    shift = ts.seg * big
-    running = np.maximum.accumulate(np.maximum(v, 0) + shift)
-    prev = np.zeros_like(v)
-    prev[1:] = running[:-1] - shift[1:]
-    prev[np.flatnonzero(np.diff(ts.seg)) + 1] = 0
-    prev[0] = 0
-    miss = v > prev
-    charged = (v[miss] - prev[miss]) // d[miss] + 1
-    missed = np.bincount(ts.seg[miss], weights=charged, minlength=n_req).astype(np.int64)
-    n_miss = np.bincount(ts.seg[miss], minlength=n_req)
+        n_req = ts.counted.shape[0]
+        return np.zeros(0, dtype=bool), np.zeros(n_req, dtype=np.int64), ts.counted.copy()
+    d = dd_ns[ts.seg] if isinstance(dd_ns, np.ndarray) else np.int64(dd_ns)
+    v = np.multiply(ts.index, d, dtype=np.int64)  # int32 * int64 -> int64: j * Dd overflows int32
+    np.subtract(ts.trel_ns, v, out=v)
+    # Segmented running max in one ufunc call: request s is lifted by s * big so maxima never leak
+    # across requests; one request's lifted running max minus the next one's lift is < 0, clipped to
+    # the anchor 0, so no boundary mask is needed.
+    shift = ts.seg * np.int64(ts.big)
+    running = np.maximum(v, 0)
+    running += shift
+    np.maximum.accumulate(running, out=running)
+    excess = np.empty_like(v)
+    excess[0] = 0
+    np.subtract(running[:-1], shift[1:], out=excess[1:])
+    np.maximum(excess, 0, out=excess)
+    np.subtract(v, excess, out=excess)  # v_j minus the running max before j
+    np.maximum(excess, 0, out=excess)  # > 0 exactly at misses
+    miss = excess > 0
+    np.floor_divide(excess, d, out=excess)  # charge of a miss is this + 1; 0 elsewhere
+    n_miss = ts.segment_sums(miss.view(np.int8).astype(np.int64))
+    missed = ts.segment_sums(excess) + n_miss
     return miss, missed, ts.counted - n_miss + missed
 
 
@@ -263,29 +297,43 @@ def _floor_deadline_ns(ts: _TokenSet, ttft_mode: bool) -> np.ndarray:
 
 
 def _block_min_deadlines(ts: _TokenSet, ttft_mode: bool, target: float) -> np.ndarray:
-    """Vectorised integer-ns bisection over all requests of a block at once; inf = unattainable."""
+    """Per-request smallest integer-ns ``Dd`` meeting ``target``, all requests of a block at once.
+
+    Bracket ``lo`` (misses) < answer <= ``hi`` (meets), narrowed by probes that alternate between
+    linear interpolation of the miss rate (fast when the rate is smooth in ``Dd``) and the midpoint
+    (guarantees log2 convergence). The set shrinks to the misses at ``lo`` as ``lo`` grows.
+    """
     hi = _floor_deadline_ns(ts, ttft_mode)
-    _, missed, total = _record_pass(ts, hi)
-    attainable = miss_rates(missed, total) <= target
-    lo = np.ones_like(hi)
-    miss, missed, total = _record_pass(ts, lo)
-    done = miss_rates(missed, total) <= target
-    hi[done] = 1
-    active = attainable & ~done
-    ts = ts.subset(miss & active[ts.seg])  # misses at lo are all that matter for any Dd >= lo
-    first = True
+    # At hi every gap is met and a late first token is charged once: the lowest rate there is.
+    late = np.zeros(hi.shape[0], dtype=np.int64)
+    if ttft_mode and ts.seg.shape[0]:
+        late[ts.seg[ts.index == 0]] = ts.trel_ns[ts.index == 0] > 0
+    rate_hi = miss_rates(late, ts.counted)
+    attainable = rate_hi <= target
+    # lo = 0 is never probed (Dd must be >= 1 ns); bisection reaches hi = 1 when 1 ns suffices.
+    lo = np.zeros_like(hi)
+    rate_lo = np.ones(hi.shape[0])
+    active = attainable & (hi > 1)
+    # First probe at the mean token interval: usually close to the answer.
+    span = _segment_max(ts.trel_ns, ts.seg, hi.shape[0])
+    mid = span // np.maximum(ts.counted, 1)
+    step = 0
     while active.any():
-        mid = (lo + hi) // 2
-        if first:  # the mean gap is usually close to the answer: one probe there prunes the set fast
-            span = _segment_max(ts.trel_ns, ts.seg, hi.shape[0])
-            mid = np.clip(span // np.maximum(ts.counted, 1), lo + 1, np.maximum(hi - 1, lo + 1))
-            first = False
+        mid = np.clip(mid, lo + 1, np.maximum(hi - 1, lo + 1))
         miss, missed, total = _record_pass(ts, mid)
-        ok = miss_rates(missed, total) <= target
-        hi = np.where(active & ok, mid, hi)
-        lo = np.where(active & ~ok, mid, lo)
+        rate = miss_rates(missed, total)
+        ok = rate <= target
+        hi, rate_hi = np.where(active & ok, mid, hi), np.where(active & ok, rate, rate_hi)
+        lo, rate_lo = np.where(active & ~ok, mid, lo), np.where(active & ~ok, rate, rate_lo)
         active &= hi - lo > 1
         ts = ts.subset(active[ts.seg] & (ok[ts.seg] | miss))
+        step += 1
+        if step % 2:
+            frac = (rate_lo - target) / np.maximum(rate_lo - rate_hi, 1e-12)
+            frac = np.clip(np.nan_to_num(frac), 0.0, 1.0)  # inactive requests may hold anything
+            mid = lo + (frac * (hi - lo)).astype(np.int64)
+        else:
+            mid = (lo + hi) // 2
     out = hi / NS_PER_S
     out[~attainable] = math.inf
     return out
@@ -327,10 +375,50 @@ def gap_miss_rate_matrix(
     for r0, r1 in _blocks(token_offsets):
         ts = _token_set(token_ns, token_offsets, r0, r1, None)
         for col in order:  # ascending deadlines: each set shrinks to the previous one's misses
-            miss, missed, total = _record_pass(ts, np.full(r1 - r0, targets_ns[col]))
+            miss, missed, total = _record_pass(ts, int(targets_ns[col]))
             rates[r0:r1, col] = miss_rates(missed, total)
             ts = ts.subset(miss)
     return rates
+
+
+def _select_ragged(token_ns: np.ndarray, token_offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.diff(token_offsets)[idx]
+    offsets = np.zeros(idx.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    gather = np.repeat(token_offsets[idx] - offsets[:-1], counts) + np.arange(int(offsets[-1]))
+    return token_ns[gather], offsets
+
+
+def _pruned_quantiles(
+    token_ns: np.ndarray, token_offsets: np.ndarray, upper: np.ndarray, lower: np.ndarray,
+    fill: np.ndarray, targets_ns: np.ndarray, quantile: float,
+) -> np.ndarray:
+    """Exact quantiles at ascending targets lying between two targets that bound each rate.
+
+    Only the order statistics at positions floor(h) and floor(h) + 1 (h = q (n - 1)) matter. A request
+    whose upper bound is below the floor(h)-th smallest lower bound sits below them whatever its
+    exact rate; one whose lower bound exceeds the next upper order statistic sits above. Those become
+    sentinels (-1 / 2, in ``fill``) that leave np.quantile reading the same two values; the rest is
+    evaluated at the middle target, which splits the range into two tighter ones (recursively).
+    """
+    if targets_ns.size == 0:
+        return np.zeros(0)
+    n = upper.shape[0] + fill.shape[0]
+    i = int(math.floor(quantile * (n - 1)))
+    low_stat = np.partition(np.concatenate([lower, fill]), i)[i]
+    j = min(i + 1, n - 1)
+    high_stat = np.partition(np.concatenate([upper, fill]), j)[j]
+    below, above = upper < low_stat, lower > high_stat
+    fill = np.concatenate([fill, np.full(int(below.sum()), -1.0), np.full(int(above.sum()), 2.0)])
+    keep = np.flatnonzero(~below & ~above)
+    token_ns, token_offsets = _select_ragged(token_ns, token_offsets, keep)
+    upper, lower = upper[keep], lower[keep]
+    mid = targets_ns.shape[0] // 2
+    exact = gap_miss_rate_matrix(token_ns, token_offsets, targets_ns[mid : mid + 1] / NS_PER_S)[:, 0]
+    value = np.quantile(np.concatenate([exact, fill]), quantile)
+    left = _pruned_quantiles(token_ns, token_offsets, upper, exact, fill, targets_ns[:mid], quantile)
+    right = _pruned_quantiles(token_ns, token_offsets, exact, lower, fill, targets_ns[mid + 1 :], quantile)
+    return np.concatenate([left, [value], right])
 
 
 def miss_rate_quantile_curve(
@@ -342,14 +430,28 @@ def miss_rate_quantile_curve(
     """Per target TBT (s), the ``quantile`` over requests of the gaps-only miss rate (unitless).
 
     Requests with no gap (fewer than 2 tokens) are left out; NaN everywhere if none has a gap.
-    Quantiles use linear interpolation (numpy's default).
+    Quantiles use linear interpolation (numpy's default), exactly as ``np.quantile`` over the full
+    per-request rates; rates are computed in full at every ``_COARSE_STEP``-th target only, and in
+    between just for the requests that can reach the quantile (the rate is monotone in the target).
     """
-    has_gaps = np.diff(token_offsets) >= 2
-    targets = np.asarray(targets_s, dtype=np.float64).reshape(-1)
-    if not has_gaps.any():
-        return np.full(targets.shape[0], np.nan)
-    rates = gap_miss_rate_matrix(token_ns, token_offsets, targets)[has_gaps]
-    return np.quantile(rates, quantile, axis=0)
+    targets_ns = to_ns(targets_s).reshape(-1)
+    curve = np.full(targets_ns.shape[0], np.nan)
+    has_gaps = np.flatnonzero(np.diff(token_offsets) >= 2)
+    if has_gaps.size == 0 or targets_ns.size == 0:
+        return curve
+    token_ns, token_offsets = _select_ragged(token_ns, token_offsets, has_gaps)
+    order = np.argsort(targets_ns, kind="stable")
+    coarse = np.unique(np.append(np.arange(0, order.shape[0], _COARSE_STEP), order.shape[0] - 1))
+    coarse_rates = gap_miss_rate_matrix(token_ns, token_offsets, targets_ns[order[coarse]] / NS_PER_S)
+    curve[order[coarse]] = np.quantile(coarse_rates, quantile, axis=0)
+    for c in range(coarse.shape[0] - 1):
+        fine = order[coarse[c] + 1 : coarse[c + 1]]
+        if fine.size:
+            upper, lower = coarse_rates[:, c], coarse_rates[:, c + 1]
+            curve[fine] = _pruned_quantiles(
+                token_ns, token_offsets, upper, lower, np.zeros(0), targets_ns[fine], quantile
+            )
+    return curve
 
 
 def ragged_from_gaps(gap_lists_s: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -391,11 +493,14 @@ def throughput_views(
 
 
 def throughput_views_ragged(
-    tpot_s: np.ndarray, token_ns: np.ndarray, token_offsets: np.ndarray
+    tpot_s: np.ndarray, token_ns: np.ndarray, token_offsets: np.ndarray, gaps_s: np.ndarray | None = None
 ) -> tuple[float, float, float]:
-    """``throughput_views`` over the ragged layout (tokens/s); ``tpot_s`` of requests with >= 2 tokens."""
+    """``throughput_views`` over the ragged layout (tokens/s); ``tpot_s`` of requests with >= 2 tokens.
+
+    ``gaps_s``: ``pooled_gaps_s(token_ns, token_offsets)`` if the caller already has it.
+    """
     tpot_view = _inverse(float(np.mean(tpot_s))) if tpot_s.size else math.nan
-    gaps_s = pooled_gaps_s(token_ns, token_offsets)
+    gaps_s = pooled_gaps_s(token_ns, token_offsets) if gaps_s is None else gaps_s
     tbt_view = _inverse(float(np.percentile(gaps_s, 99))) if gaps_s.size else math.nan
     has_gaps = np.diff(token_offsets) >= 2
     deadline_view = math.nan

@@ -1,0 +1,74 @@
+"""Speed and memory of the full run summary on 100,000 requests x 500 tokens (no plots)."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+
+from etalon.core.records import RecordTable
+
+
+def synthetic_table(n_requests: int, tokens_per_request: int, seed: int = 0) -> RecordTable:
+    """Poisson arrivals at 20 rps, lognormal TTFT, per-request TBT level, jitter, chunks and stalls."""
+    rng = np.random.default_rng(seed)
+    n, k = n_requests, tokens_per_request
+    scheduled_ns = np.cumsum(rng.exponential(0.05e9, n)).astype(np.int64)
+    sent_ns = scheduled_ns + rng.exponential(0.5e6, n).astype(np.int64)
+    ttft_ns = (rng.lognormal(np.log(0.25), 0.6, n) * 1e9).astype(np.int64)
+    level_s = rng.lognormal(np.log(0.025), 0.25, n)  # per-request decode speed (batch size varies)
+    gaps_s = level_s[:, None] * rng.lognormal(0.0, 0.3, (n, k - 1))
+    gaps_s[rng.random((n, k - 1)) < 0.05] = 0.0  # several tokens in one chunk
+    stalls = rng.random((n, k - 1)) < 0.002  # preemption / long prefill of a neighbour
+    gaps_s[stalls] += rng.lognormal(np.log(0.3), 1.0, int(stalls.sum()))
+    offsets_ns = np.zeros((n, k), dtype=np.int64)
+    np.cumsum((gaps_s * 1e9).astype(np.int64), axis=1, out=offsets_ns[:, 1:])
+    del gaps_s, stalls
+    first_ns = sent_ns + ttft_ns
+    token_ns = (offsets_ns + first_ns[:, None]).reshape(-1)
+    del offsets_ns
+    ok = rng.random(n) > 0.005
+    return RecordTable(
+        request_id=np.arange(n, dtype=np.int64),
+        actor=np.arange(n, dtype=np.int64) % 4,
+        scheduled_ns=scheduled_ns,
+        sent_ns=sent_ns,
+        first_token_ns=first_ns,
+        end_ns=token_ns[k - 1 :: k] + 1_000_000,
+        prompt_tokens=rng.integers(128, 4096, n),
+        output_tokens=np.full(n, k, dtype=np.int64),
+        requested_output_tokens=np.full(n, k, dtype=np.int64),
+        ok=ok,
+        warmup=np.arange(n) < 100,
+        http_status=np.where(ok, 200, 500).astype(np.int64),
+        error_type=np.where(ok, "", "http_error").astype(object),
+        token_ns=token_ns,
+        token_offsets=np.arange(n + 1, dtype=np.int64) * k,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--tokens", type=int, default=500)
+    args = parser.parse_args()
+    from etalon.core.summary import summarize
+
+    table = synthetic_table(args.requests, args.tokens)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    start = time.perf_counter()
+    summary = summarize(table, ttft_deadline_s=1.0, tbt_deadline_s=0.05, target_miss_rate=0.1)
+    wall_s = time.perf_counter() - start
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    scalars = summary.scalars()
+    print(f"requests={args.requests} tokens/request={args.tokens} tokens={table.token_ns.shape[0]}")
+    print(f"summary wall time: {wall_s:.2f} s")
+    print(f"peak RSS: {peak_gib:.2f} GiB (after building the table: {rss_before:.2f} GiB)")
+    print(f"scalars: {len(scalars)}; ttft_p99_s={scalars.get('ttft_p99_s'):.4f} "
+          f"tbt_p99_s={scalars.get('tbt_p99_s'):.4f} service_miss_rate={scalars.get('service_miss_rate'):.4f}")
+
+
+if __name__ == "__main__":
+    main()
