@@ -49,30 +49,46 @@ def live_context(tmp_path: Path, overrides: list[str], stage: str) -> Iterator:
         yield make
 
 
-def tiny_prefill_s(prompt_tokens: np.ndarray, sim) -> np.ndarray:
-    """The tiny_engine preset's TTFT for a lone request: one engine step per prefill chunk of
-    max_num_batched_tokens, each step_overhead + per_prefill_token * chunk tokens."""
+def engine_prefill_s(prompt_tokens: np.ndarray, sim) -> np.ndarray:
+    """The simulator's TTFT for a lone request under chunked prefill: one engine step per chunk
+    of max_num_batched_tokens; each costs step_overhead + per_prefill_token * chunk tokens +
+    per_context_token * (tokens already in the KV cache + chunk tokens)."""
     lat, budget = sim["latency"], sim["max_num_batched_tokens"]
-    p = np.asarray(prompt_tokens, dtype=np.float64)
-    return np.ceil(p / budget) * lat["step_overhead_s"] + lat["per_prefill_token_s"] * p
+    out = []
+    for p in np.asarray(prompt_tokens, dtype=np.int64).tolist():
+        done, total = 0, 0.0
+        while done < p:
+            chunk = min(budget, p - done)
+            done += chunk
+            total += lat["step_overhead_s"] + lat["per_prefill_token_s"] * chunk + lat["per_context_token_s"] * done
+        out.append(total)
+    return np.array(out)
 
 
-def test_profile_recovers_tiny_engine_prefill_model_and_caches(tmp_path):
+# The simulator tokenizes each prompt on its event loop (~2.5-5 us per token on this machine,
+# more under CPU contention), which adds 3-6 % to the llama2_7b_a100 preset's 86 us/token. A
+# slower accelerator (300 us/token) keeps that below 2 % so the test checks the fit, not the host.
+SLOW_PREFILL = ["sim=llama2_7b_a100", "sim.latency.per_prefill_token_s=0.0003"]
+
+
+def test_profile_recovers_prefill_cost_model_and_caches(tmp_path):
+    """10 ms per step + 300.4 us per prompt token, 4096-token chunks (one step up to 4096)."""
     from etalon.stages import prefill_profile
 
-    with live_context(tmp_path, ["sim=tiny_engine"], "prefill_profile") as make:
+    with live_context(tmp_path, SLOW_PREFILL, "prefill_profile") as make:
         ctx = make()
-        result = prefill_profile.run(ctx, min_prompt_tokens=512, max_prompt_tokens=4096, repetitions=3)
+        result = prefill_profile.run(ctx, min_prompt_tokens=512, max_prompt_tokens=2048, repetitions=3)
         sim = OmegaConf.to_container(OmegaConf.create(ctx.cfg.sim), resolve=True)
         assert not result.cached
         predictor = PrefillPredictor.from_dict(result.data["predictor"])
-        lengths = np.array([512, 1024, 2048, 4096])
+        lengths = np.array([512, 1024, 2048])
         assert predictor.lengths == tuple(lengths.tolist())
-        truth = tiny_prefill_s(lengths, sim)
+        truth = engine_prefill_s(lengths, sim)
         rel = np.abs(predictor.predict_s(lengths) / truth - 1)
+        print("relative error at profiled lengths:", rel)
         assert rel.max() < 0.05, rel
-        far = 2 * 4096
-        assert predictor.predict_s(far) == pytest.approx(float(tiny_prefill_s(np.array([far]), sim)[0]), rel=0.10)
+        far = 2 * 2048
+        assert predictor.predict_s(far) == pytest.approx(float(engine_prefill_s(np.array([far]), sim)[0]), rel=0.10)
         saved = PrefillPredictor.from_dict(orjson.loads(Path(result.data["profile_path"]).read_bytes()))
         assert saved == predictor
         plot = ctx.stage_dir / prefill_profile.PLOT_FILE
@@ -81,7 +97,7 @@ def test_profile_recovers_tiny_engine_prefill_model_and_caches(tmp_path):
 
         # Same endpoint, lengths, repetitions: measurements come from the cache, no request sent.
         again = prefill_profile.run(make(run_dir=tmp_path / "run2"), min_prompt_tokens=512,
-                                    max_prompt_tokens=4096, repetitions=3)
+                                    max_prompt_tokens=2048, repetitions=3)
         assert again.cached
         assert again.data["predictor"] == result.data["predictor"]
         assert not (tmp_path / "run2" / "prefill_profile" / "requests").exists()

@@ -1,0 +1,370 @@
+"""The capacity_search stage: the highest load that meets the SLO, one cached probe at a time."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from hydra.utils import instantiate
+
+from etalon.core.records import RecordTable, RequestRecord
+from etalon.core.search import ExpandBisectSearch, Probe, bracket, runaway_queue
+from etalon.stages.base import StageContext, StageError, StageResult
+from etalon.stages.prefill_profile import digest, endpoint_identity, load_profile
+
+log = logging.getLogger("etalon")
+
+PROBE_META = "probe.json"
+PROBE_CACHE_VERSION = 1
+SEARCH_KINDS = ("rate", "concurrency")
+STOP_SLO, STOP_QUEUE = "slo", "queue"
+
+
+@dataclass
+class ProbeRun:
+    """One probe as measured (or re-judged from the cache) in this search."""
+
+    probe: Probe
+    scalars: dict[str, float]
+    verdict_values: dict[str, float]
+    stop_reason: str | None
+    records_path: Path
+    interrupted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The stage's parameters, validated once."""
+
+    search: str = "rate"
+    start_rate_rps: float = 1.0
+    growth: float = 2.0
+    precision: float = 0.05
+    max_probes: int = 16
+    probe_requests: int | None = 200
+    probe_duration_s: float | None = None
+    warmup_requests: int | None = None
+    early_stop: bool = True
+    interpolate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.search not in SEARCH_KINDS:
+            raise StageError(f"capacity_search.search={self.search!r} must be one of {SEARCH_KINDS}")
+        if self.probe_requests is None and self.probe_duration_s is None:
+            raise StageError("capacity_search: set probe_requests and/or probe_duration_s (a probe needs an end)")
+
+    def policy(self) -> ExpandBisectSearch:
+        return ExpandBisectSearch(self.start_rate_rps, self.growth, self.precision, self.max_probes,
+                                  interpolate=self.interpolate, integer=self.search == "concurrency")
+
+
+def resolve_slo(ctx: StageContext) -> Any:
+    """The configured SLO with its prefill predictor (saved file, or an earlier stage's result).
+
+    Fails before any probe when the deadline SLO has no profile, with the one clear message."""
+    from etalon.core.prefill import PrefillPredictor
+    from etalon.core.slo import NO_PROFILE_MESSAGE, SloConfigError
+
+    slo = instantiate(ctx.cfg.slo)
+    if not getattr(slo, "needs_prefill_profile", False):
+        return slo
+    path = getattr(slo, "prefill_profile", None)
+    if path:
+        return slo.with_predictor(load_profile(path))
+    for result in ctx.results.values():
+        if "predictor" in result.data:
+            return slo.with_predictor(PrefillPredictor.from_dict(result.data["predictor"]))
+    raise SloConfigError(NO_PROFILE_MESSAGE)
+
+
+def run(ctx: StageContext, *, configs: list[dict[str, Any]] | None = None, **params: Any) -> StageResult:
+    """Search the highest request rate (or closed-loop concurrency) meeting the SLO.
+
+    Parameters: ``search`` ("rate" | "concurrency"), ``start_rate_rps``, ``growth``, ``precision``
+    (relative bracket width to stop at), ``max_probes``, ``probe_requests``, ``probe_duration_s``,
+    ``warmup_requests``, ``early_stop``, ``interpolate``. ``configs`` (a list of override lists)
+    runs one search per config in parallel on Ray (see capacity_parallel).
+    """
+    if configs:
+        raise StageError("capacity_search.configs (parallel searches) is not supported yet; run one search per job")
+    settings = SearchSettings(**params)
+    slo = resolve_slo(ctx)
+    runs = search(ctx, slo, settings)
+    return finish(ctx, slo, settings, runs)
+
+
+def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeRun]:
+    base = instantiate(ctx.cfg.workload.arrival)
+    closed = bool(getattr(base, "closed_loop", False))
+    if closed != (settings.search == "concurrency"):
+        raise StageError(
+            f"capacity_search.search={settings.search!r} does not fit workload.arrival "
+            f"{type(base).__name__}: use search=concurrency for a closed loop, search=rate otherwise"
+        )
+    lengths = instantiate(ctx.cfg.workload.lengths)
+    policy = settings.policy()
+    runs: list[ProbeRun] = []
+    while (load := policy.next_load([r.probe for r in runs])) is not None:
+        run_ = probe(ctx, slo, settings, base, lengths, load, len(runs))
+        runs.append(run_)
+        log.info("capacity_search: probe %d at %.4g -> %s (%s = %.4g, limit %.4g)%s%s", len(runs), load,
+                 "pass" if run_.probe.passed else "fail", run_.extra.get("metric"), run_.probe.value,
+                 run_.probe.threshold, " [cached]" if run_.probe.cached else "",
+                 f" [stopped: {run_.stop_reason}]" if run_.probe.early_stopped else "")
+        if run_.interrupted:
+            break
+    return runs
+
+
+def at_load(base: Any, load: float, search_kind: str) -> Any:
+    if search_kind == "concurrency":
+        return dataclasses.replace(base, concurrency=int(load))
+    return base.with_rate(load)
+
+
+def probe_identity(ctx: StageContext, arrival: Any, settings: SearchSettings) -> dict[str, Any]:
+    """Everything that determines a probe's records (not the SLO: records are re-judged)."""
+    workload = dataclasses.asdict(ctx.cfg.workload)
+    workload.pop("arrival")
+    client = dataclasses.asdict(ctx.cfg.client)
+    client.pop("progress", None)
+    return {
+        "version": PROBE_CACHE_VERSION,
+        "endpoint": endpoint_identity(ctx),
+        "arrival": {"type": type(arrival).__name__, **dataclasses.asdict(arrival)},
+        "workload": workload,
+        "probe": [settings.probe_requests, settings.probe_duration_s, settings.warmup_requests],
+        "client": client,
+    }
+
+
+def probe(
+    ctx: StageContext, slo: Any, settings: SearchSettings, base: Any, lengths: Any, load: float, index: int
+) -> ProbeRun:
+    arrival = at_load(base, load, settings.search)
+    probe_dir = ctx.cache_dir / "probes" / digest(probe_identity(ctx, arrival, settings))
+    unit = "conc" if settings.search == "concurrency" else "rps"
+    with ctx.tracker.child(f"probe_{index}_{load:.4g}{unit}", tags={"etalon.probe": str(index)}) as tracker:
+        expected = _expected_requests(ctx, arrival, lengths, settings)
+        cached = _reusable(probe_dir, slo, settings, expected)
+        started = time.monotonic()
+        if cached is None:
+            table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected)
+        else:
+            table, meta = cached
+        result = judge_probe(slo, table, load, meta, cached=cached is not None,
+                             duration_s=time.monotonic() - started, records_path=probe_dir / "records.jsonl")
+        tracker.log_params({"load": load, "search": settings.search, "probe_dir": str(probe_dir)})
+        tracker.set_tags({"etalon.cached": str(result.probe.cached).lower()})
+        tracker.log_metrics({**result.scalars, "slo_passed": float(result.probe.passed),
+                             "early_stopped": float(result.probe.early_stopped),
+                             "probe_duration_s": result.probe.duration_s})
+    return result
+
+
+def _expected_requests(ctx: StageContext, arrival: Any, lengths: Any, settings: SearchSettings) -> int:
+    """Measured requests the probe's schedule holds (an upper bound when a duration cuts it)."""
+    from etalon.core.workload import build_schedule
+    from etalon.stages.benchmark import max_total_tokens
+
+    w = ctx.cfg.workload
+    schedule = build_schedule(
+        arrival, lengths, num_requests=settings.probe_requests, duration_s=settings.probe_duration_s,
+        warmup_requests=_warmup(ctx, settings), max_total_tokens=max_total_tokens(ctx.cfg), seed=w.seed,
+    )
+    return schedule.measured_requests
+
+
+def _warmup(ctx: StageContext, settings: SearchSettings) -> int:
+    return ctx.cfg.workload.warmup_requests if settings.warmup_requests is None else settings.warmup_requests
+
+
+def _served(table: RecordTable) -> RecordTable:
+    """Rows the endpoint actually served: requests cancelled by stopping the run are not data."""
+    cancelled = table.error_type == "cancelled"
+    return table.select(~cancelled) if cancelled.any() else table
+
+
+def _early_stop(slo: Any, expected: int) -> Any:
+    def should_stop(records: list[RequestRecord]) -> str | None:
+        table = RecordTable.from_records(records)
+        lost = slo.certainly_lost(table, expected)
+        if lost is not None:
+            return f"{STOP_SLO}: {lost}"
+        measured = table.select(~table.warmup & table.ok)
+        queue = runaway_queue(measured.scheduled_ns, measured.first_token_ns)
+        return None if queue is None else f"{STOP_QUEUE}: {queue}"
+
+    return should_stop
+
+
+def _measure_probe(
+    ctx: StageContext, slo: Any, settings: SearchSettings, arrival: Any, lengths: Any,
+    probe_dir: Path, expected: int,
+) -> tuple[RecordTable, dict[str, Any]]:
+    from etalon.stages.benchmark import measure
+
+    m = measure(
+        ctx, arrival=arrival, lengths=lengths, out_dir=probe_dir, slo=slo,
+        num_requests=settings.probe_requests, duration_s=settings.probe_duration_s,
+        warmup_requests=_warmup(ctx, settings), seed=ctx.cfg.workload.seed,
+        should_stop=_early_stop(slo, expected) if settings.early_stop else None,
+    )
+    reason = m.load.stop_reason
+    kind = reason.split(":", 1)[0] if reason and reason.startswith((STOP_SLO, STOP_QUEUE)) else None
+    meta = {"stop_reason": reason, "stop_kind": kind, "measured_s": m.load.duration_s,
+            "expected_requests": expected, "interrupted": m.interrupted}
+    if not m.interrupted and not (m.partial and kind is None):
+        # Only finished (or deliberately stopped) probes are cached: an interrupted one re-runs.
+        (probe_dir / PROBE_META).write_bytes(orjson.dumps(meta))
+    return m.table, meta
+
+
+def _reusable(
+    probe_dir: Path, slo: Any, settings: SearchSettings, expected: int
+) -> tuple[RecordTable, dict[str, Any]] | None:
+    meta_file = probe_dir / PROBE_META
+    if not meta_file.exists():
+        return None
+    meta = orjson.loads(meta_file.read_bytes())
+    if meta["stop_kind"] is not None and not settings.early_stop:
+        return None  # the caller wants full probes
+    table = load_table(probe_dir / "records.jsonl")
+    if meta["stop_kind"] == STOP_SLO and slo.certainly_lost(_served(table), expected) is None:
+        return None  # stopped under another SLO that this one would not have lost yet: re-measure
+    return table, meta
+
+
+def load_table(path: Path) -> RecordTable:
+    with open(path, "rb") as f:
+        return RecordTable.from_records(RequestRecord.from_dict(orjson.loads(line)) for line in f if line.strip())
+
+
+def judge_probe(
+    slo: Any, table: RecordTable, load: float, meta: dict[str, Any], *, cached: bool, duration_s: float,
+    records_path: Path,
+) -> ProbeRun:
+    from etalon.stages.benchmark import summarize_table
+
+    served = _served(table)
+    stopped = meta["stop_kind"] is not None
+    summary, verdict = summarize_table(served, slo, partial=bool(stopped or meta["interrupted"]))
+    scalars = {k: float(v) for k, v in summary.scalars().items() if v is not None}
+    passed = verdict is not None and verdict.passed and not stopped
+    value = math.nan if verdict is None else verdict.value
+    p = Probe(
+        load=load, passed=passed, value=value, threshold=math.nan if verdict is None else verdict.threshold,
+        scale=math.nan if verdict is None else verdict.scale, cached=cached, early_stopped=stopped,
+        duration_s=duration_s,
+    )
+    return ProbeRun(p, scalars, {} if verdict is None else dict(verdict.values), meta["stop_reason"],
+                    records_path, interrupted=bool(meta["interrupted"]),
+                    extra={"metric": None if verdict is None else verdict.metric,
+                           "measured_s": meta.get("measured_s")})
+
+
+def best_run(runs: list[ProbeRun]) -> ProbeRun | None:
+    lo, _ = bracket([r.probe for r in runs])
+    return None if lo is None else next(r for r in runs if r.probe is lo)
+
+
+def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[ProbeRun]) -> StageResult:
+    """capacity.json, probes.csv, the capacity chart; the best load and its metrics as scalars."""
+    best = best_run(runs)
+    rate_key = "max_rate_rps" if settings.search == "rate" else "max_concurrency"
+    tokens_key = "fluid_token_generation_rate_tokens_per_s" if slo.name == "deadline" else "output_tokens_per_s"
+    at_best = dict(best.scalars) if best else {}
+    data: dict[str, Any] = {
+        rate_key: best.probe.load if best else None,
+        "search": settings.search,
+        "slo": slo.name,
+        tokens_key: at_best.get("output_tokens_per_s"),
+        "metrics_at_max": at_best,
+        "verdict_at_max": best.verdict_values if best else None,
+        "lowest_failing": min((r.probe.load for r in runs if not r.probe.passed), default=None),
+        "probes": [probe_row(r) for r in runs],
+        "new_probes": sum(not r.probe.cached for r in runs),
+    }
+    if settings.search == "concurrency":
+        data["max_rate_rps"] = None  # a closed loop has no offered rate to hand on
+    ctx.stage_dir.mkdir(parents=True, exist_ok=True)
+    paths = [ctx.stage_dir / "capacity.json", ctx.stage_dir / "probes.csv"]
+    paths[0].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    write_probes_csv(paths[1], runs, settings.search)
+    paths.append(plot_capacity(ctx.stage_dir / "capacity.png", runs, settings, best))
+    scalars = {f"capacity_{k}": v for k, v in at_best.items()}
+    scalars.update({"num_probes": float(len(runs)), "new_probes": float(data["new_probes"]),
+                    "search_time_s": float(sum(r.probe.duration_s for r in runs))})
+    if best is not None:
+        scalars[rate_key] = float(best.probe.load)
+        if data[tokens_key] is not None:
+            scalars[tokens_key] = float(data[tokens_key])
+    if best is None:
+        log.warning("capacity_search: no probed load met the SLO (lowest tried %.4g)", min(r.probe.load for r in runs))
+    return StageResult(name=ctx.stage_name, stage_dir=ctx.stage_dir, scalars=scalars, data=data,
+                       artifacts=paths, partial=any(r.interrupted for r in runs))
+
+
+def probe_row(r: ProbeRun) -> dict[str, Any]:
+    p = r.probe
+    return {"load": p.load, "passed": p.passed, "metric": r.extra.get("metric"), "value": p.value,
+            "threshold": p.threshold, "scale": p.scale, "cached": p.cached, "early_stopped": p.early_stopped,
+            "stop_reason": r.stop_reason, "duration_s": p.duration_s, "measured_s": r.extra.get("measured_s"),
+            "output_tokens_per_s": r.scalars.get("output_tokens_per_s"), "records": str(r.records_path)}
+
+
+def write_probes_csv(path: Path, runs: list[ProbeRun], search_kind: str) -> None:
+    import csv
+
+    rows = [probe_row(r) for r in runs]
+    load_col = "rate_rps" if search_kind == "rate" else "concurrency"
+    with open(path, "w", newline="") as f:
+        fields = [load_col] + [k for k in (rows[0] if rows else {"load": 0}) if k != "load"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({load_col: row.pop("load"), **row})
+
+
+def plot_capacity(path: Path, runs: list[ProbeRun], settings: SearchSettings, best: ProbeRun | None) -> Path:
+    """Probed load vs judged SLO metric, with the threshold line and the found capacity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ordered = sorted(runs, key=lambda r: r.probe.load)
+    x = np.array([r.probe.load for r in ordered])
+    y = np.array([r.probe.value for r in ordered], dtype=np.float64)
+    shown = np.where(np.isfinite(y), y, np.nan)
+    ax.plot(x, shown, color="tab:gray", alpha=0.5)
+    for r in ordered:
+        v = r.probe.value if math.isfinite(r.probe.value) else np.nanmax(shown) if np.isfinite(shown).any() else 0
+        ax.scatter([r.probe.load], [v], marker="o" if r.probe.passed else "x", s=40,
+                   color="tab:green" if r.probe.passed else "tab:red", zorder=3)
+    if runs and math.isfinite(runs[0].probe.threshold):
+        ax.axhline(runs[0].probe.threshold, color="tab:red", linestyle="--", label="SLO threshold")
+    if best is not None:
+        ax.axvline(best.probe.load, color="tab:green", linestyle=":", label=f"capacity {best.probe.load:.4g}")
+    ax.set_xlabel("offered request rate (requests/s)" if settings.search == "rate" else "concurrency (requests)")
+    metric = next((r.extra.get("metric") for r in runs if r.extra.get("metric")), "judged metric")
+    ax.set_ylabel(f"{metric} ({'s' if str(metric).endswith('_s') else 'fraction'})")
+    ax.set_title("capacity search: o pass, x fail", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["ProbeRun", "SearchSettings", "finish", "judge_probe", "probe", "resolve_slo", "run", "search"]
