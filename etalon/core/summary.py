@@ -254,6 +254,10 @@ def summarize(
     rates["min_tbt_deadline_unattainable_fraction"] = (
         float((with_tokens & ~finite_dd).sum() / with_tokens.sum()) if with_tokens.any() else math.nan
     )
+    # Low tail of the fluidity-index: "99% of requests keep fluidity >= 0.9" reads p1 >= 0.9.
+    fluid = req.fluidity_index[with_tokens & t.ok]
+    for pct in (1, 10):
+        rates[f"fluidity_index_p{pct}"] = float(np.percentile(fluid, pct)) if fluid.size else math.nan
     curve = metrics.miss_rate_quantile_curve(ok_table.token_ns, ok_table.token_offsets, CURVE_TARGETS_S)
     by_status, by_code, by_type = _error_counts(t)
     has_curve = bool(np.isfinite(curve).all())

@@ -1,0 +1,28 @@
+"""Write a run's report files (tables and plots) into its run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from etalon.core.records import RecordTable
+from etalon.core.summary import RunSummary
+from etalon.report import plots, tables
+
+
+def write_report(run_dir: Path, table: RecordTable, summary: RunSummary) -> list[Path]:
+    """Write CSV tables and PNG plots under ``run_dir``; returns the written paths.
+
+    ``summary`` must come from ``summarize(table, ...)`` (it carries the per-request metrics of the
+    table's non-warm-up rows, in order).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    measured = table.select(~table.warmup) if table.warmup.any() else table
+    written = [
+        tables.write_percentile_table(run_dir / "metrics_percentiles.csv", summary),
+        tables.write_rates_table(run_dir / "metrics_run.csv", summary),
+    ]
+    if summary.requests is not None:
+        written.append(tables.write_request_table(run_dir / "metrics_requests.csv", summary.requests))
+        written += plots.write_plots(run_dir, measured, summary)
+    return written

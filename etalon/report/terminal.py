@@ -1,0 +1,94 @@
+"""Fixed-width terminal table of a run summary, with loud warnings when the numbers are suspect."""
+
+from __future__ import annotations
+
+import math
+
+from etalon.core.summary import RunSummary
+
+DISPATCH_LAG_WARN_S = 0.010  # p99 above this: the client fell behind its schedule
+_STATS = ("mean", "min", "p50", "p90", "p99", "p999", "max")
+_ROWS = (  # (label, metric, unit, scale, shown unit)
+    ("TTFT", "ttft", "s", 1e3, "ms"),
+    ("TTFT from planned send", "ttft_from_scheduled", "s", 1e3, "ms"),
+    ("TBT (pooled)", "tbt", "s", 1e3, "ms"),
+    ("TPOT", "tpot", "s", 1e3, "ms"),
+    ("end-to-end", "e2e", "s", 1.0, "s"),
+    ("end-to-end from planned", "e2e_from_scheduled", "s", 1.0, "s"),
+    ("normalized end-to-end", "normalized_e2e", "s", 1e3, "ms/tok"),
+    ("output throughput/request", "output_throughput", "tokens_per_s", 1.0, "tok/s"),
+    ("fluidity-index", "fluidity_index", "", 1.0, ""),
+    ("min TBT deadline", "min_tbt_deadline", "s", 1e3, "ms"),
+    ("dispatch lag", "dispatch_lag", "s", 1e3, "ms"),
+)
+
+
+def _num(value: float | None, width: int = 9) -> str:
+    if value is None or not math.isfinite(value):
+        return "-".rjust(width)
+    return f"{value:{width}.4g}"
+
+
+def _warnings(summary: RunSummary) -> list[str]:
+    out = []
+    lag_p99 = summary.distributions.get(("dispatch_lag", "s"), {}).get("p99")
+    if lag_p99 is not None and lag_p99 > DISPATCH_LAG_WARN_S:
+        out.append(
+            f"!!! WARNING: dispatch lag p99 = {lag_p99 * 1e3:.1f} ms > {DISPATCH_LAG_WARN_S * 1e3:.0f} ms: "
+            "the client fell behind its schedule (coordinated omission); latencies from the actual "
+            "send time understate what users saw: read the *_from_scheduled rows."
+        )
+    if summary.partial:
+        out.append("!!! WARNING: PARTIAL RUN: the run stopped early; numbers cover completed requests only.")
+    return out
+
+
+def _distribution_lines(summary: RunSummary) -> list[str]:
+    head = f"{'metric':<27}{'unit':<7}" + "".join(s.rjust(9) for s in _STATS)
+    lines = [head, "-" * len(head)]
+    for label, metric, unit, scale, shown in _ROWS:
+        stats = summary.distributions.get((metric, unit), {})
+        cells = "".join(_num(None if s not in stats else stats[s] * scale) for s in _STATS)
+        lines.append(f"{label:<27}{shown:<7}{cells}")
+    return lines
+
+
+def _rate_lines(summary: RunSummary) -> list[str]:
+    r = summary.rates
+    settings = summary.settings
+    pairs = [
+        ("request rate offered / achieved (rps)", f"{_num(r.get('request_rate_offered_rps')).strip()} / "
+         f"{_num(r.get('request_rate_achieved_rps')).strip()}"),
+        ("goodput (rps, fraction meeting SLO)", f"{_num(r.get('goodput_rps')).strip()} "
+         f"({_num(r.get('goodput_fraction')).strip()})"),
+        ("tokens/s input / output / total", " / ".join(
+            _num(r.get(k)).strip() for k in ("input_tokens_per_s", "output_tokens_per_s", "total_tokens_per_s"))),
+        ("decode tokens/s: 1/mean TPOT, 1/p99 TBT, deadline", " / ".join(_num(r.get(k)).strip() for k in (
+            "throughput_tpot_tokens_per_s", "throughput_tbt_tokens_per_s", "throughput_deadline_tokens_per_s"))),
+        (f"service miss rate (TBT deadline {settings.get('tbt_deadline_s')} s)",
+         _num(r.get("service_miss_rate")).strip()),
+        ("error rate", _num(r.get("error_rate")).strip()),
+    ]
+    return [f"{label:<52}{value}" for label, value in pairs]
+
+
+def _count_lines(summary: RunSummary) -> list[str]:
+    c = summary.counts
+    lines = [
+        f"requests: {c['total']} measured ({c['ok']} ok, {c['error']} error), {c['warmup']} warm-up excluded; "
+        f"window {summary.measurement_window_s:.3f} s"
+    ]
+    if summary.errors_by_http_status or summary.errors_by_type:
+        codes = ", ".join(f"{k}: {v}" for k, v in summary.errors_by_http_status.items())
+        types = ", ".join(f"{k}: {v}" for k, v in summary.errors_by_type.items())
+        lines.append(f"errors by HTTP status: {codes or '-'}; by type: {types or '-'}")
+    return lines
+
+
+def format_summary(summary: RunSummary) -> str:
+    """A readable fixed-width table: latency percentiles, throughput, fluidity, errors, warnings."""
+    warnings = _warnings(summary)
+    parts = [*warnings, *_count_lines(summary), "", *_distribution_lines(summary), "", *_rate_lines(summary)]
+    if warnings:
+        parts += ["", *warnings]  # repeated at the bottom: the last thing on screen
+    return "\n".join(parts)
