@@ -26,8 +26,8 @@ def to_ns(values_s: Sequence[float] | np.ndarray | float) -> np.ndarray:
 
 
 def _deadline_ns(value_s: float, name: str) -> int:
-    value_ns = int(to_ns(value_s))
-    if not math.isfinite(value_s) or value_ns < 1:
+    value_ns = int(to_ns(value_s)) if math.isfinite(value_s) else 0
+    if value_ns < 1:
         raise ValueError(f"{name} must be a finite deadline of at least 1 ns, got {value_s!r}")
     return value_ns
 
