@@ -262,7 +262,10 @@ def judge_probe(
     value = math.nan if verdict is None else verdict.value
     p = Probe(
         load=load, passed=passed, value=value, threshold=math.nan if verdict is None else verdict.threshold,
-        scale=math.nan if verdict is None else verdict.scale, cached=cached, early_stopped=stopped,
+        # A stopped probe's records are a truncated run: its judged value is only a lower bound,
+        # so tell the search "far over" rather than a misleadingly small scale.
+        scale=math.inf if stopped else (math.nan if verdict is None else verdict.scale),
+        cached=cached, early_stopped=stopped,
         duration_s=duration_s,
     )
     return ProbeRun(p, scalars, {} if verdict is None else dict(verdict.values), meta["stop_reason"],

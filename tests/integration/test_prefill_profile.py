@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,13 +38,13 @@ def live_context(tmp_path: Path, overrides: list[str], stage: str) -> Iterator:
     from etalon.runner.endpoint import live_endpoint
 
     cfg, _ = compose_config(overrides)
-    results: dict = {}
     with live_endpoint(cfg) as (spec, key):
 
         def make(name: str = stage, run_dir: Path = tmp_path / "run") -> StageContext:
             return StageContext(
-                cfg=cfg, run_dir=run_dir, stage_name=name, stage_dir=run_dir / name, endpoint=spec,
-                endpoint_key=key, results=results, tracker=NullTracker(), cache_dir=tmp_path / "cache",
+                cfg=copy.deepcopy(cfg), run_dir=run_dir, stage_name=name, stage_dir=run_dir / name,
+                endpoint=spec, endpoint_key=key, results={}, tracker=NullTracker(),
+                cache_dir=tmp_path / "cache",
             )
 
         yield make
