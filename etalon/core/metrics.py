@@ -411,8 +411,12 @@ def _pruned_quantiles(
     below, above = upper < low_stat, lower > high_stat
     fill = np.concatenate([fill, np.full(int(below.sum()), -1.0), np.full(int(above.sum()), 2.0)])
     keep = np.flatnonzero(~below & ~above)
-    token_ns, token_offsets = _select_ragged(token_ns, token_offsets, keep)
-    upper, lower = upper[keep], lower[keep]
+    if keep.shape[0] < upper.shape[0]:
+        token_ns, token_offsets = _select_ragged(token_ns, token_offsets, keep)
+        upper, lower = upper[keep], lower[keep]
+    if keep.shape[0] > 0.5 * n:  # pruning is not biting: one ascending sweep beats recursion here
+        exact_all = gap_miss_rate_matrix(token_ns, token_offsets, targets_ns / NS_PER_S)
+        return np.array([np.quantile(np.concatenate([col, fill]), quantile) for col in exact_all.T])
     mid = targets_ns.shape[0] // 2
     exact = gap_miss_rate_matrix(token_ns, token_offsets, targets_ns[mid : mid + 1] / NS_PER_S)[:, 0]
     value = np.quantile(np.concatenate([exact, fill]), quantile)
@@ -439,7 +443,8 @@ def miss_rate_quantile_curve(
     has_gaps = np.flatnonzero(np.diff(token_offsets) >= 2)
     if has_gaps.size == 0 or targets_ns.size == 0:
         return curve
-    token_ns, token_offsets = _select_ragged(token_ns, token_offsets, has_gaps)
+    if has_gaps.shape[0] < token_offsets.shape[0] - 1:
+        token_ns, token_offsets = _select_ragged(token_ns, token_offsets, has_gaps)
     order = np.argsort(targets_ns, kind="stable")
     coarse = np.unique(np.append(np.arange(0, order.shape[0], _COARSE_STEP), order.shape[0] - 1))
     coarse_rates = gap_miss_rate_matrix(token_ns, token_offsets, targets_ns[order[coarse]] / NS_PER_S)
@@ -515,11 +520,14 @@ def pooled_gaps_s(token_ns: np.ndarray, token_offsets: np.ndarray) -> np.ndarray
     """All TBT gaps ``x_1..x_{n-1}`` of all requests, pooled (s, float64)."""
     if token_ns.shape[0] < 2:
         return np.zeros(0)
-    gaps = np.diff(token_ns)
-    inside = np.ones(gaps.shape[0], dtype=bool)
+    gaps_s = np.subtract(token_ns[1:], token_ns[:-1], dtype=np.float64)  # exact below 2**53 ns
+    inside = np.ones(gaps_s.shape[0], dtype=bool)
     starts = token_offsets[1:-1]
-    inside[starts[(starts > 0) & (starts <= gaps.shape[0])] - 1] = False
-    return gaps[inside] / NS_PER_S
+    inside[starts[(starts > 0) & (starts <= gaps_s.shape[0])] - 1] = False
+    if not inside.all():
+        gaps_s = gaps_s[inside]
+    gaps_s /= NS_PER_S
+    return gaps_s
 
 
 def distribution(values: np.ndarray) -> dict[str, float]:
@@ -527,7 +535,8 @@ def distribution(values: np.ndarray) -> dict[str, float]:
 
     Same unit as ``values``; empty dict when there is no finite value.
     """
-    finite = values[np.isfinite(values)]
+    mask = np.isfinite(values)
+    finite = values if mask.all() else values[mask]
     if finite.size == 0:
         return {}
     pct = np.percentile(finite, _PERCENTILES)

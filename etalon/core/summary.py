@@ -240,9 +240,9 @@ def summarize(
     measured = ~table.warmup
     dp_s = _per_row(ttft_deadline_s, len(table), "ttft_deadline_s")[measured]
     slo = None if slo_ok is None else _per_row(slo_ok, len(table), "slo_ok")[measured] > 0
-    t = table.select(measured)
+    t = table.select(measured) if not measured.all() else table
     req = _request_metrics(t, dp_s, tbt_deadline_s, target_miss_rate)
-    ok_table = t.select(t.ok)
+    ok_table = t.select(t.ok) if not t.ok.all() else t
     meets = metrics.miss_rates(req.missed, req.total) <= target_miss_rate
     good = t.ok & (meets if slo is None else slo)
     window_s = _window_s(t)

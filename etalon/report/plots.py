@@ -126,14 +126,15 @@ def _token_timeline(table: RecordTable, summary: RunSummary) -> Figure:
     ax.set_ylabel("output tokens received")
     ax.set_title("Token timeline: flat steps are stalls")
     ax.grid(alpha=0.3)
+    top = 0
     for name, row in _timeline_picks(req.fluidity_index):
         tokens = table.token_ns[table.token_offsets[row] : table.token_offsets[row + 1]]
         times_s = np.concatenate(([0.0], (tokens - table.sent_ns[row]) / NS_PER_S))
         label = f"{name}: request {req.request_id[row]}, fluidity-index {req.fluidity_index[row]:.3f}"
         ax.step(times_s, np.arange(times_s.size), where="post", label=label)
+        top = max(top, times_s.size - 1)
     dp, dd = summary.settings.get("ttft_deadline_s"), summary.settings.get("tbt_deadline_s")
-    if isinstance(dp, float) and isinstance(dd, float) and ax.lines:
-        top = max(line.get_ydata()[-1] for line in ax.lines)
+    if isinstance(dp, float) and isinstance(dd, float) and top > 0:
         ax.plot([dp, dp + dd * (top - 1)], [1, top], color="black", linestyle="--", linewidth=1,
                 label=f"deadlines: TTFT {dp:g} s, then one token per {dd * 1e3:g} ms")
     if ax.lines:
