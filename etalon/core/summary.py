@@ -235,8 +235,7 @@ def summarize(
     ok and fluidity-index >= 1 - ``target_miss_rate`` (evaluated as miss rate <= target, exactly).
     Latency distributions use ok rows; dispatch lag uses every measured row.
     """
-    if not 0.0 <= target_miss_rate <= 1.0:
-        raise ValueError(f"target_miss_rate must be in [0, 1], got {target_miss_rate!r}")
+    metrics.check_target_miss_rate(target_miss_rate)
     measured = ~table.warmup
     dp_s = _per_row(ttft_deadline_s, len(table), "ttft_deadline_s")[measured]
     slo = None if slo_ok is None else _per_row(slo_ok, len(table), "slo_ok")[measured] > 0

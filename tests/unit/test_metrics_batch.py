@@ -84,7 +84,7 @@ def test_gap_rate_matrix_and_pruned_curve_match_reference():
 
 
 def test_many_blocks_match_one_block(monkeypatch):
-    import etalon.core.metrics as core
+    import etalon.core.deadlines as core
 
     rng = np.random.default_rng(5)
     tokens, offsets, sent = _random_ragged(rng, 300, 1_000_000)
