@@ -203,6 +203,19 @@ def _distributions(req: RequestMetrics, pooled_gaps_s: np.ndarray) -> dict[tuple
     return {(name, unit): metrics.distribution(sources[name]) for name, unit in DISTRIBUTIONS}
 
 
+def _fluidity_tail(req: RequestMetrics) -> dict[str, float]:
+    """Low tail of the fluidity-index ("99% of requests keep >= 0.9" reads p1 >= 0.9) and the
+    fraction of requests for which no TBT deadline reaches the target (late first token)."""
+    fluid = req.fluidity_index[np.isfinite(req.fluidity_index)]  # ok rows with a token
+    nan = math.nan
+    unattainable = np.isinf(req.min_tbt_deadline_s).sum()
+    return {
+        "fluidity_index_p1": float(np.percentile(fluid, 1)) if fluid.size else nan,
+        "fluidity_index_p10": float(np.percentile(fluid, 10)) if fluid.size else nan,
+        "min_tbt_deadline_unattainable_fraction": float(unattainable / fluid.size) if fluid.size else nan,
+    }
+
+
 def _window_s(t: RecordTable) -> float:
     """Measurement window: first planned send to last end among measured rows (s), 0 if none."""
     if not len(t):
@@ -248,15 +261,7 @@ def summarize(
     rates = _rates(t, req, good, window_s)
     gaps_s = metrics.pooled_gaps_s(ok_table.token_ns, ok_table.token_offsets)
     rates.update(_throughput_views(ok_table, req, gaps_s))
-    finite_dd = np.isfinite(req.min_tbt_deadline_s)
-    with_tokens = np.isfinite(req.fluidity_index)
-    rates["min_tbt_deadline_unattainable_fraction"] = (
-        float((with_tokens & ~finite_dd).sum() / with_tokens.sum()) if with_tokens.any() else math.nan
-    )
-    # Low tail of the fluidity-index: "99% of requests keep fluidity >= 0.9" reads p1 >= 0.9.
-    fluid = req.fluidity_index[with_tokens & t.ok]
-    for pct in (1, 10):
-        rates[f"fluidity_index_p{pct}"] = float(np.percentile(fluid, pct)) if fluid.size else math.nan
+    rates.update(_fluidity_tail(req))
     curve = metrics.miss_rate_quantile_curve(ok_table.token_ns, ok_table.token_offsets, CURVE_TARGETS_S)
     by_status, by_code, by_type = _error_counts(t)
     has_curve = bool(np.isfinite(curve).all())
@@ -280,7 +285,7 @@ def summarize(
             "tbt_deadline_s": float(tbt_deadline_s),
             "ttft_deadline_s": float(ttft_deadline_s) if np.ndim(ttft_deadline_s) == 0 else "per-request",
             "target_miss_rate": float(target_miss_rate),
-            "goodput_slo": "slo_ok mask" if slo_ok is not None else "fluidity_index",
+            "goodput_slo": "fluidity_index" if slo_ok is None else "slo_ok mask",
         },
         requests=req,
     )

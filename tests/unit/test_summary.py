@@ -75,6 +75,9 @@ def test_deadline_metrics(summary):
     assert s["service_miss_rate"] == pytest.approx(0.2)
     assert s["fluidity_index_min"] == pytest.approx(0.5)
     assert s["fluidity_index_mean"] == pytest.approx(2.5 / 3)
+    # low tail over fluidity 0.5, 1, 1: p1 at position 0.02, p10 at 0.2
+    assert s["fluidity_index_p1"] == pytest.approx(0.51)
+    assert s["fluidity_index_p10"] == pytest.approx(0.6)
     # min TBT deadline at 10 %: request 1 any (1 ns); request 2 needs .01 <= 2 D -> 5 ms;
     # request 3 is unattainable (late TTFT keeps the rate >= 1/3) and is left out of the stats
     assert s["min_tbt_deadline_max_s"] == pytest.approx(0.005)
