@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 import time
 from typing import TYPE_CHECKING
 
 import aiohttp
 
+from etalon.clients.base import PlannedRequest
 from etalon.core.records import STATUS_ERROR, RequestRecord
 
 if TYPE_CHECKING:
-    from etalon.clients.base import Client, PlannedRequest
+    from etalon.clients.base import Client
     from etalon.loadgen.plan import ActorPlan
 
 # Timers fire up to ~1 ms late (epoll and libuv have ms resolution): sleep until this much before
@@ -65,6 +65,14 @@ def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> 
         error_type="cancelled",
         error_message="request cancelled when the run was stopped",
         warmup=request.warmup,
+    )
+
+
+def _ready_at(request: PlannedRequest, scheduled_ns: int) -> PlannedRequest:
+    """``request`` re-planned at ``scheduled_ns`` (positional: dataclasses.replace costs ~5 us)."""
+    return PlannedRequest(
+        request.request_id, request.prompt, request.prompt_tokens, request.max_tokens,
+        scheduled_ns, request.warmup,
     )
 
 
@@ -135,9 +143,11 @@ class ActorLoad:
                 return
             await sleep_until(ready_ns)
             await self._sem.acquire()
-            planned = dataclasses.replace(request, scheduled_ns=ready_ns - self.epoch_ns)
-            # The send task swallows cancellation into a record, so re-check the stop flag after.
-            record = await self._spawn(planned)
+            # Sent inline, not as a new task: a task would cost two loop iterations between the
+            # previous end_ns and this sent_ns, and every iteration also serves all other streams.
+            # Cancelling this user task cancels the send, which turns it into a record; the stop
+            # flag is re-checked at the top of the loop.
+            record = await self._send(_ready_at(request, ready_ns - self.epoch_ns))
             ready_ns = self.epoch_ns + record.end_ns + think_ns
 
     def _spawn(self, request: PlannedRequest) -> asyncio.Task[RequestRecord]:
