@@ -133,14 +133,16 @@ class OpenAIStreamingClient:
         self, resp: aiohttp.ClientResponse, epoch_ns: int, state: _StreamState
     ) -> None:
         # Hot loop: one clock read per network read, one orjson.loads per event, two list appends
-        # per content chunk. Events are split on blank lines ourselves (faster than readline).
+        # per content chunk. Events are split on blank lines ourselves (faster than readline), and
+        # readany() is awaited directly (iter_any() adds an iterator frame per read).
         clock = time.monotonic_ns
         loads = orjson.loads
         chunk_text = self.chunk_text
         times = state.times
         texts = state.texts
+        readany = resp.content.readany
         pending = b""
-        async for data in resp.content.iter_any():
+        while data := await readany():
             now_ns = clock() - epoch_ns
             if pending:
                 data = pending + data
