@@ -115,8 +115,8 @@ class ActorLoad:
         self.stopping = True
         for task in self._loops:
             task.cancel()
-        for task in self._inflight:
-            task.cancel()
+        for send in self._inflight:
+            send.cancel()
 
     def _past_duration(self, offset_ns: int) -> bool:
         return self._duration_ns is not None and offset_ns >= self._duration_ns
