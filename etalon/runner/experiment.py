@@ -64,6 +64,7 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
         tracker.log_params(tracking_params(cfg, dcfg, secrets))
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)
+        check_components(cfg)  # inside the run, so a bad value marks it FAILED with the reason
         with live_endpoint(cfg) as (endpoint, key):
             tracker.set_tags({"endpoint.base_url": endpoint.base_url})
             results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
@@ -80,7 +81,6 @@ def _validated(dcfg: DictConfig) -> EtalonConfig:
         raise
     except Exception as exc:  # OmegaConf validation errors name the key in their message
         raise ConfigError(str(exc).splitlines()[0]) from exc
-    check_components(cfg)
     return cfg
 
 

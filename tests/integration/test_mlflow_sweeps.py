@@ -106,7 +106,7 @@ def test_unreachable_mlflow_warns_and_keeps_local_results(tmp_path: Path) -> Non
         f"tracking.tracking_uri=http://127.0.0.1:{closed_port}",
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stderr.count("MLflow unavailable") == 1
+    assert (run.stdout + run.stderr).count("MLflow unavailable") == 1
     assert (run.run_dir / "benchmark" / "summary.json").exists()
 
 
@@ -178,3 +178,16 @@ def test_runs_logged_over_http_read_back_through_rest(mlflow_server: str, monkey
     assert len(children) == 1
     assert {m["key"]: m["value"] for m in children[0]["data"]["metrics"]} == {"tbt_p50_s": 0.02}
     assert os.environ.get("MLFLOW_TRACKING_URI") is None
+
+
+def test_reusable_sweep_from_the_sweep_group_runs_every_job(tmp_path: Path) -> None:
+    run = run_cli(
+        tmp_path, "+experiment=quickstart", "+sweep=rates", "client=local", "workload.num_requests=6",
+        "workload.warmup_requests=0", multirun=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    _, runs = _runs(run.mlflow_uri)
+    parent = next(r for r in runs if r.data.tags.get("etalon.sweep") == "true")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(float(c.data.params["workload.arrival.rate_rps"]) for c in children) == [2.0, 4.0, 8.0, 16.0]
+    assert sorted(c.data.tags["hydra.job.num"] for c in children) == ["0", "1", "2", "3"]

@@ -27,7 +27,7 @@ FAST = ("tracking=none", "client=local", "workload.num_requests=4", "workload.wa
         (("workload.max_total_tokens=100000",), "model.context_tokens=8192"),
         (("endpoint=openai_chat", "endpoint.base_url=http://127.0.0.1:9/v1"), "cannot reach http://127.0.0.1:9/v1"),
         (("endpoint.api_key_env=ETALON_NO_SUCH_KEY_VAR",), "ETALON_NO_SUCH_KEY_VAR is not set"),
-        (("model.name=not-the-served-model",), "not-the-served-model"),
+        (("sim.served_model_name=another-model",), "'etalon-sim' is not served"),
     ],
 )
 def test_bad_input_fails_fast_with_one_clear_line(tmp_path: Path, overrides: tuple[str, ...], expected: str) -> None:
