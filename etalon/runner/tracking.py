@@ -92,6 +92,7 @@ class MLflowTracker:
         def log() -> None:
             import mlflow
 
+            mlflow.set_tracking_uri(self._client.tracking_uri)
             with mlflow.start_run(run_id=self._run_id, nested=True):
                 mlflow.pyfunc.log_model(name=name, python_model=python_model, input_example=input_example)
 

@@ -146,16 +146,23 @@ def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any
 
 
 def resolve_slo(ctx: StageContext) -> Any:
-    """The configured SLO, given a prefill predictor from an earlier stage when it needs one."""
+    """The configured SLO with its prefill predictor (saved file, or an earlier stage's result).
+
+    Fails before any probe when the deadline SLO has no profile, with the one clear message."""
+    from etalon.core.prefill import PrefillPredictor
+    from etalon.core.slo import NO_PROFILE_MESSAGE, SloConfigError
+    from etalon.stages.prefill_profile import load_profile
+
     slo = instantiate(ctx.cfg.slo)
     if not getattr(slo, "needs_prefill_profile", False):
         return slo
-    from etalon.core.prefill import PrefillPredictor
-
+    path = getattr(slo, "prefill_profile", None)
+    if path:
+        return slo.with_predictor(load_profile(path))
     for result in ctx.results.values():
         if "predictor" in result.data:
             return slo.with_predictor(PrefillPredictor.from_dict(result.data["predictor"]))
-    return slo.with_predictor(None)
+    raise SloConfigError(NO_PROFILE_MESSAGE)
 
 
 def load_settings(cfg: EtalonConfig) -> Any:

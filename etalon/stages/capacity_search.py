@@ -17,7 +17,8 @@ from hydra.utils import instantiate
 from etalon.core.records import RecordTable, RequestRecord
 from etalon.core.search import ExpandBisectSearch, Probe, bracket, runaway_queue
 from etalon.stages.base import StageContext, StageError, StageResult
-from etalon.stages.prefill_profile import digest, endpoint_identity, load_profile
+from etalon.stages.benchmark import resolve_slo
+from etalon.stages.prefill_profile import digest, endpoint_identity
 
 log = logging.getLogger("etalon")
 
@@ -64,25 +65,6 @@ class SearchSettings:
     def policy(self) -> ExpandBisectSearch:
         return ExpandBisectSearch(self.start_rate_rps, self.growth, self.precision, self.max_probes,
                                   interpolate=self.interpolate, integer=self.search == "concurrency")
-
-
-def resolve_slo(ctx: StageContext) -> Any:
-    """The configured SLO with its prefill predictor (saved file, or an earlier stage's result).
-
-    Fails before any probe when the deadline SLO has no profile, with the one clear message."""
-    from etalon.core.prefill import PrefillPredictor
-    from etalon.core.slo import NO_PROFILE_MESSAGE, SloConfigError
-
-    slo = instantiate(ctx.cfg.slo)
-    if not getattr(slo, "needs_prefill_profile", False):
-        return slo
-    path = getattr(slo, "prefill_profile", None)
-    if path:
-        return slo.with_predictor(load_profile(path))
-    for result in ctx.results.values():
-        if "predictor" in result.data:
-            return slo.with_predictor(PrefillPredictor.from_dict(result.data["predictor"]))
-    raise SloConfigError(NO_PROFILE_MESSAGE)
 
 
 def run(ctx: StageContext, *, configs: list[dict[str, Any]] | None = None, **params: Any) -> StageResult:

@@ -13,18 +13,11 @@ from tests.integration.etalon_cli import run_cli
 FAST = ["+experiment=characterize_sim", "client.start_delay_s=0.2", "workload.num_requests=120"]
 
 
-def _env(tmp) -> dict[str, str]:
-    # MLflowTracker.log_model uses mlflow's fluent API, which reads the tracking URI from the
-    # environment, not from tracking.tracking_uri; point it at the same store (see report: the
-    # tracker should call mlflow.set_tracking_uri(client.tracking_uri) itself).
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
-
-
 @pytest.fixture(scope="module")
 def characterize(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("characterize")
     started = time.monotonic()
-    run = run_cli(tmp, *FAST, env=_env(tmp), timeout_s=600)
+    run = run_cli(tmp, *FAST, timeout_s=600)
     elapsed = time.monotonic() - started
     assert run.returncode == 0, run.stderr[-4000:]
     print(f"\ncharacterize_sim took {elapsed:.1f} s")
@@ -80,7 +73,7 @@ def test_second_characterize_run_redoes_nothing(characterize) -> None:
 
     run, tmp = characterize
     started = time.monotonic()
-    again = run_cli(tmp, *FAST, env=_env(tmp), timeout_s=300)  # same cache and MLflow store
+    again = run_cli(tmp, *FAST, timeout_s=300)  # same cache and MLflow store
     assert again.returncode == 0, again.stderr[-3000:]
     print(f"\nsecond characterize_sim took {time.monotonic() - started:.1f} s")
     client = MlflowClient(tracking_uri=run.mlflow_uri)
