@@ -166,19 +166,13 @@ def resolve_slo(ctx: StageContext) -> Any:
 
 
 def load_settings(cfg: EtalonConfig) -> Any:
+    """The load generator's settings: the ``client`` group's fields that loadgen knows."""
+    import dataclasses
+
     from etalon.loadgen import LoadSettings
 
-    c = cfg.client
-    return LoadSettings(
-        num_actors=c.num_actors,
-        max_inflight_per_actor=c.max_inflight_per_actor,
-        backend=c.backend,
-        actor_num_cpus=c.actor_num_cpus,
-        drain_interval_s=c.drain_interval_s,
-        ray_address=c.ray_address,
-        use_uvloop=c.use_uvloop,
-        start_delay_s=c.start_delay_s,
-    )
+    names = {f.name for f in dataclasses.fields(LoadSettings)}
+    return LoadSettings(**{k: v for k, v in dataclasses.asdict(cfg.client).items() if k in names})
 
 
 def max_total_tokens(cfg: EtalonConfig) -> int:
