@@ -67,17 +67,28 @@ class SearchSettings:
                                   interpolate=self.interpolate, integer=self.search == "concurrency")
 
 
-def run(ctx: StageContext, *, configs: list[dict[str, Any]] | None = None, **params: Any) -> StageResult:
+def run(
+    ctx: StageContext, *, configs: list[Any] | None = None, runner: Any = None, labels: list[str] | None = None,
+    **params: Any,
+) -> StageResult:
     """Search the highest request rate (or closed-loop concurrency) meeting the SLO.
 
     Parameters: ``search`` ("rate" | "concurrency"), ``start_rate_rps``, ``growth``, ``precision``
     (relative bracket width to stop at), ``max_probes``, ``probe_requests``, ``probe_duration_s``,
-    ``warmup_requests``, ``early_stop``, ``interpolate``. ``configs`` (a list of override lists)
-    runs one search per config in parallel on Ray (see capacity_parallel).
+    ``warmup_requests``, ``early_stop``, ``interpolate``. ``configs`` (a list of Hydra override
+    lists, relative to the experiment's config) runs one search per config in parallel on Ray,
+    with ``runner`` and ``labels`` (see capacity_parallel) and ends with a comparison.
     """
     if configs:
-        raise StageError("capacity_search.configs (parallel searches) is not supported yet; run one search per job")
-    settings = SearchSettings(**params)
+        from etalon.stages.capacity_parallel import run_parallel
+
+        return run_parallel(ctx, configs=configs, runner=runner, labels=labels, **params)
+    return capacity(ctx, SearchSettings(**params))
+
+
+def capacity(ctx: StageContext, settings: SearchSettings) -> StageResult:
+    """One capacity search on ``ctx``'s config and endpoint: the single search code path, also
+    what every parallel search task runs."""
     slo = resolve_slo(ctx)
     runs = search(ctx, slo, settings)
     return finish(ctx, slo, settings, runs)
@@ -138,12 +149,20 @@ def probe(
         expected = _expected_requests(ctx, arrival, lengths, settings)
         cached = _reusable(probe_dir, slo, settings, expected)
         started = time.monotonic()
+        window_ns: tuple[int, int] | None = None
         if cached is None:
-            table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected)
+            # The endpoint's measurement lock: parallel searches never load one endpoint at once.
+            with ctx.endpoint_lock():
+                started = time.monotonic()  # time waiting for the lock is not the probe's
+                start_ns = time.time_ns()
+                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected)
+                window_ns = (start_ns, time.time_ns())
         else:
             table, meta = cached
         result = judge_probe(slo, table, load, meta, cached=cached is not None,
                              duration_s=time.monotonic() - started, records_path=probe_dir / "records.jsonl")
+        if window_ns is not None:
+            result.extra.update(started_ns=window_ns[0], ended_ns=window_ns[1])
         tracker.log_params({"load": load, "search": settings.search, "probe_dir": str(probe_dir)})
         tracker.set_tags({"etalon.cached": str(result.probe.cached).lower()})
         tracker.log_metrics({**result.scalars, "slo_passed": float(result.probe.passed),
@@ -303,7 +322,8 @@ def probe_row(r: ProbeRun) -> dict[str, Any]:
     return {"load": p.load, "passed": p.passed, "metric": r.extra.get("metric"), "value": p.value,
             "threshold": p.threshold, "scale": p.scale, "cached": p.cached, "early_stopped": p.early_stopped,
             "stop_reason": r.stop_reason, "duration_s": p.duration_s, "measured_s": r.extra.get("measured_s"),
-            "output_tokens_per_s": r.scalars.get("output_tokens_per_s"), "records": str(r.records_path)}
+            "output_tokens_per_s": r.scalars.get("output_tokens_per_s"), "records": str(r.records_path),
+            "started_ns": r.extra.get("started_ns"), "ended_ns": r.extra.get("ended_ns")}
 
 
 def write_probes_csv(path: Path, runs: list[ProbeRun], search_kind: str) -> None:
@@ -352,4 +372,4 @@ def plot_capacity(path: Path, runs: list[ProbeRun], settings: SearchSettings, be
     return path
 
 
-__all__ = ["ProbeRun", "SearchSettings", "finish", "judge_probe", "probe", "resolve_slo", "run", "search"]
+__all__ = ["ProbeRun", "SearchSettings", "capacity", "finish", "judge_probe", "probe", "resolve_slo", "run", "search"]

@@ -1,0 +1,164 @@
+"""Run capacity searches as Ray tasks: each composes nothing, launches its own endpoint, locks per probe."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from etalon.config import EtalonConfig, TrackingConfig
+from etalon.stages.base import NullTracker, StageContext, StageResult
+from etalon.stages.capacity_parallel import SearchConfig, SearchOutcome
+
+log = logging.getLogger("etalon")
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass
+class SearchJob:
+    """Everything one search task needs, composed and resolved in the driver (picklable)."""
+
+    config: SearchConfig
+    cfg: EtalonConfig
+    params: dict[str, Any]
+    stage_dir: Path
+    run_dir: Path
+    results: dict[str, StageResult]
+    tracking: TrackingConfig | None
+    parent_run_id: str | None
+    # A key the driver's job already holds (a Ray sweep job locks its endpoint for the whole run):
+    # tasks then serialise among themselves on a sub-key instead of waiting for the driver forever.
+    held_keys: frozenset[str]
+    lock_scope: str
+
+
+@dataclass
+class RaySearchRunner:
+    """Runs each config's capacity search as one Ray task (``num_cpus`` each, so several share a
+    core while they mostly wait on the endpoint). ``base_overrides``: the overrides each config is
+    composed on top of; None takes the running Hydra job's own overrides (the experiment)."""
+
+    num_cpus: float = 0.25
+    base_overrides: list[str] | None = None
+    ray_address: str | None = None
+
+    def run_searches(
+        self, ctx: StageContext, configs: list[SearchConfig], params: dict[str, Any]
+    ) -> list[SearchOutcome]:
+        jobs = [self._job(ctx, c, params) for c in configs]  # compose and validate all before any task
+        ray = _ray(self.ray_address)
+        task = ray.remote(search_task).options(num_cpus=self.num_cpus, max_retries=0)
+        refs = [task.remote(job) for job in jobs]
+        log.info("capacity_search: %d searches started as Ray tasks", len(refs))
+        try:
+            return [_outcome(ray, ref, job) for ref, job in zip(refs, jobs)]
+        except KeyboardInterrupt:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+
+    def _job(self, ctx: StageContext, config: SearchConfig, params: dict[str, Any]) -> SearchJob:
+        from etalon.runner.locks import held_keys
+
+        base = job_overrides() if self.base_overrides is None else list(self.base_overrides)
+        cfg = compose_config([*base, *config.overrides])
+        cfg.cache_dir = str(Path(ctx.cache_dir).resolve())
+        cfg.tracking = ctx.cfg.tracking  # one MLflow store and experiment for the whole stage
+        slug = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in config.label)[:80]
+        return SearchJob(
+            config=config, cfg=cfg, params=params, stage_dir=(ctx.stage_dir / slug).resolve(),
+            run_dir=Path(ctx.run_dir).resolve(), results=dict(ctx.results),
+            tracking=ctx.cfg.tracking if ctx.tracker.run_id else None, parent_run_id=ctx.tracker.run_id,
+            held_keys=frozenset(held_keys()), lock_scope=ctx.tracker.run_id or uuid.uuid4().hex[:12],
+        )
+
+
+def search_task(job: SearchJob) -> SearchOutcome:
+    """The body of one Ray task: own endpoint, own nested MLflow run, the single-search code path."""
+    from etalon.runner.endpoint import live_endpoint
+    from etalon.runner.experiment import check_components
+    from etalon.runner.locks import endpoint_lock
+    from etalon.stages.capacity_search import SearchSettings, capacity
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    check_components(job.cfg)
+    with live_endpoint(job.cfg) as (spec, key), search_tracker(job) as tracker:
+        lock_key = f"{key}#{job.lock_scope}" if key in job.held_keys else key
+        tracker.set_tags({"endpoint.base_url": spec.base_url, "etalon.endpoint_key": key})
+        tracker.log_params({"config": job.config.label, "overrides": " ".join(job.config.overrides)})
+        ctx = StageContext(
+            cfg=job.cfg, run_dir=job.run_dir, stage_name=f"capacity_search[{job.config.label}]",
+            stage_dir=job.stage_dir, endpoint=spec, endpoint_key=key, results=job.results,
+            tracker=tracker, cache_dir=Path(job.cfg.cache_dir), endpoint_lock=lambda: endpoint_lock(lock_key),
+        )
+        result = capacity(ctx, SearchSettings(**job.params))
+        tracker.log_metrics(result.scalars)
+        tracker.log_artifacts(result.artifacts)
+    return SearchOutcome(job.config.label, job.config.overrides, key, result.data, result.scalars,
+                         result.stage_dir)
+
+
+@contextmanager
+def search_tracker(job: SearchJob) -> Iterator[Any]:
+    """A nested MLflow run under the stage's run, built in the task from the store's URI."""
+    from etalon.runner.tracking import PARENT_TAG, TrackingState, mlflow_client, open_run
+
+    connected = mlflow_client(job.tracking) if job.tracking is not None and job.parent_run_id else None
+    if connected is None:
+        yield NullTracker()
+        return
+    client, experiment_id = connected
+    tags = {PARENT_TAG: job.parent_run_id or "", "etalon.stage": "capacity_search",
+            "etalon.config": job.config.label}
+    with open_run(client, experiment_id, f"search:{job.config.label}", tags, TrackingState()) as tracker:
+        yield tracker
+
+
+def compose_config(overrides: list[str]) -> EtalonConfig:
+    """The typed config for ``overrides``, composed from conf/ as the CLI would (validated)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from etalon.config import register_configs
+    from etalon.runner.experiment import _validated
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():  # inside the etalon app: same search path
+        return _validated(compose("config", overrides=overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return _validated(compose("config", overrides=overrides))
+
+
+def job_overrides() -> list[str]:
+    """The running Hydra job's task overrides (``+experiment=...`` etc.), or none outside a job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def _ray(address: str | None) -> Any:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    return ray
+
+
+def _outcome(ray: Any, ref: Any, job: SearchJob) -> SearchOutcome:
+    try:
+        return ray.get(ref)  # type: ignore[no-any-return]
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        message = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        return dataclasses.replace(SearchOutcome(job.config.label, job.config.overrides),
+                                   error=f"{type(cause).__name__}: {message}")
+
+
+__all__ = ["RaySearchRunner", "SearchJob", "compose_config", "search_task"]
