@@ -13,6 +13,13 @@ log = logging.getLogger("etalon")
 
 LOCK_NAMESPACE = "etalon"
 POLL_INTERVAL_S = 0.5
+# Keys this process holds now: nested work (parallel search tasks) must not wait on its own holder.
+_HELD: set[str] = set()
+
+
+def held_keys() -> set[str]:
+    """The endpoint keys whose lock this process holds at the moment."""
+    return set(_HELD)
 
 
 @contextmanager
@@ -35,9 +42,11 @@ def endpoint_lock(key: str) -> Iterator[None]:
             log.info("waiting for another job measuring %s to finish", key)
             waited = True
         time.sleep(POLL_INTERVAL_S)
+    _HELD.add(key)
     try:
         yield
     finally:
+        _HELD.discard(key)
         ray.get(lock.release.remote(token))
 
 
