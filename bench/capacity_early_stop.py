@@ -4,6 +4,9 @@
 
 Each variant starts from an empty probe cache, on the tiny engine preset (conf/experiment/
 capacity_sim.yaml, analytic capacity ~31 requests/s). Prints total search time and probe counts.
+The arms differ only in ``early_stop``: with it, a probe stops once its SLO is certainly lost or
+its queue runs away, and expansion probes (before the first failure) run ``expand_fraction`` of
+the probe length, a short bracket end being re-measured at full length before the search ends.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ class Probe:
     concurrent requests (closed-loop concurrency search). ``value``/``threshold`` are the judged
     SLO metric and its limit (passes when ``value <= threshold``); ``scale`` is the SLO's
     continuous "limits would need this factor" signal (<= 1 passes) and, when finite, is what the
-    search interpolates (else threshold/value).
+    search interpolates (else threshold/value). ``short`` marks a shortened probe (expansion
+    phase): it may bound the search only until a full-length probe at its load replaces it.
     """
 
     load: float
@@ -28,6 +29,7 @@ class Probe:
     cached: bool = False
     early_stopped: bool = False
     duration_s: float = 0.0
+    short: bool = False
 
     @property
     def rate_rps(self) -> float:
@@ -43,7 +45,10 @@ class SearchPolicy(Protocol):
 
 
 def bracket(history: Sequence[Probe]) -> tuple[Probe | None, Probe | None]:
-    """(highest passing probe below the lowest failing one, lowest failing probe)."""
+    """(highest passing probe below the lowest failing one, lowest failing probe); a short probe
+    is ignored once a full-length probe at the same load exists."""
+    full_loads = {p.load for p in history if not p.short}
+    history = [p for p in history if not (p.short and p.load in full_loads)]
     failed = [p for p in history if not p.passed]
     hi = min(failed, key=lambda p: p.load) if failed else None
     passed = [p for p in history if p.passed and (hi is None or p.load < hi.load)]
@@ -98,7 +103,8 @@ class ExpandBisectSearch:
             shrunk = self._round(hi.load / self.growth)
             return None if self.integer and shrunk >= hi.load else shrunk
         if self.converged(lo.load, hi.load):
-            return None
+            # The result must rest on full-length probes: re-measure a short bracket end once.
+            return next((p.load for p in (lo, hi) if p.short), None)
         return self._inside(self._narrow(history, lo, hi), lo.load, hi.load)
 
     def best(self, history: Sequence[Probe]) -> float | None:
@@ -148,6 +154,8 @@ def _headroom(probe: Probe) -> float | None:
 
 
 def _crossing(lo: Probe, hi: Probe) -> float | None:
+    if lo.short or hi.short:
+        return None  # a short probe's value understates its queue: no slope to trust, bisect
     h_lo, h_hi = _headroom(lo), _headroom(hi)
     if h_lo is None or h_hi is None or not h_lo >= 1.0 > h_hi:
         return None

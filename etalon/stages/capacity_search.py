@@ -26,6 +26,8 @@ PROBE_META = "probe.json"
 PROBE_CACHE_VERSION = 1
 SEARCH_KINDS = ("rate", "concurrency")
 STOP_SLO, STOP_QUEUE = "slo", "queue"
+# Probes poll their load this often (at most): a lost SLO or runaway queue is seen within 0.1 s.
+PROBE_DRAIN_S = 0.1
 
 
 @dataclass
@@ -55,8 +57,13 @@ class SearchSettings:
     warmup_requests: int | None = None
     early_stop: bool = True
     interpolate: bool = True
+    # With early_stop, probes before the first failure (the expansion) run this fraction of the
+    # probe length; a short probe that ends up bounding the result is re-measured at full length.
+    expand_fraction: float = 0.34
 
     def __post_init__(self) -> None:
+        if not 0 < self.expand_fraction <= 1:
+            raise StageError(f"capacity_search.expand_fraction={self.expand_fraction} must be within (0, 1]")
         if self.search not in SEARCH_KINDS:
             raise StageError(f"capacity_search.search={self.search!r} must be one of {SEARCH_KINDS}")
         if self.probe_requests is None and self.probe_duration_s is None:
@@ -75,7 +82,7 @@ def run(
 
     Parameters: ``search`` ("rate" | "concurrency"), ``start_rate_rps``, ``growth``, ``precision``
     (relative bracket width to stop at), ``max_probes``, ``probe_requests``, ``probe_duration_s``,
-    ``warmup_requests``, ``early_stop``, ``interpolate``. ``configs`` (a list of Hydra override
+    ``warmup_requests``, ``early_stop``, ``interpolate``, ``expand_fraction``. ``configs`` (a list of Hydra override
     lists, relative to the experiment's config) runs one search per config in parallel on Ray,
     with ``runner`` and ``labels`` (see capacity_parallel) and ends with a comparison.
     """
@@ -106,7 +113,8 @@ def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeR
     policy = settings.policy()
     runs: list[ProbeRun] = []
     while (load := policy.next_load([r.probe for r in runs])) is not None:
-        run_ = probe(ctx, slo, settings, base, lengths, load, len(runs))
+        expanding = bracket([r.probe for r in runs])[1] is None
+        run_ = probe(ctx, slo, settings, base, lengths, load, len(runs), short=expanding)
         runs.append(run_)
         log.info("capacity_search: probe %d at %.4g -> %s (%s = %.4g, limit %.4g)%s%s", len(runs), load,
                  "pass" if run_.probe.passed else "fail", run_.extra.get("metric"), run_.probe.value,
@@ -115,6 +123,22 @@ def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeR
         if run_.interrupted:
             break
     return runs
+
+
+def short_settings(settings: SearchSettings) -> SearchSettings:
+    """The shortened probe of the expansion phase (early_stop only).
+
+    Loads below the first failure only bound the search from below; a false pass of a short
+    probe cannot stand, because ``ExpandBisectSearch`` re-measures a short bracket end at full
+    length before it stops. So the result rests on full-length probes only."""
+    if not settings.early_stop or settings.expand_fraction >= 1:
+        return settings
+
+    def scaled(value: Any, floor: float) -> Any:
+        return None if value is None else type(value)(max(value * settings.expand_fraction, min(value, floor)))
+
+    return dataclasses.replace(settings, probe_requests=scaled(settings.probe_requests, 32),
+                               probe_duration_s=scaled(settings.probe_duration_s, 1.0))
 
 
 def at_load(base: Any, load: float, search_kind: str) -> Any:
@@ -140,8 +164,11 @@ def probe_identity(ctx: StageContext, arrival: Any, settings: SearchSettings) ->
 
 
 def probe(
-    ctx: StageContext, slo: Any, settings: SearchSettings, base: Any, lengths: Any, load: float, index: int
+    ctx: StageContext, slo: Any, settings: SearchSettings, base: Any, lengths: Any, load: float, index: int,
+    *, short: bool = False,
 ) -> ProbeRun:
+    full = settings
+    settings = short_settings(settings) if short else settings
     arrival = at_load(base, load, settings.search)
     probe_dir = ctx.cache_dir / "probes" / digest(probe_identity(ctx, arrival, settings))
     unit = "conc" if settings.search == "concurrency" else "rps"
@@ -161,9 +188,11 @@ def probe(
             table, meta = cached
         result = judge_probe(slo, table, load, meta, cached=cached is not None,
                              duration_s=time.monotonic() - started, records_path=probe_dir / "records.jsonl")
+        result.probe = dataclasses.replace(result.probe, short=settings is not full)
         if window_ns is not None:
             result.extra.update(started_ns=window_ns[0], ended_ns=window_ns[1])
-        tracker.log_params({"load": load, "search": settings.search, "probe_dir": str(probe_dir)})
+        tracker.log_params({"load": load, "search": settings.search, "probe_dir": str(probe_dir),
+                            "short": settings is not full})
         tracker.set_tags({"etalon.cached": str(result.probe.cached).lower()})
         tracker.log_metrics({**result.scalars, "slo_passed": float(result.probe.passed),
                              "early_stopped": float(result.probe.early_stopped),
@@ -213,6 +242,9 @@ def _measure_probe(
 ) -> tuple[RecordTable, dict[str, Any]]:
     from etalon.stages.benchmark import measure
 
+    client = dataclasses.replace(ctx.cfg.client,
+                                 drain_interval_s=min(ctx.cfg.client.drain_interval_s, PROBE_DRAIN_S))
+    ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, client=client))
     m = measure(
         ctx, arrival=arrival, lengths=lengths, out_dir=probe_dir, slo=slo,
         num_requests=settings.probe_requests, duration_s=settings.probe_duration_s,
@@ -321,6 +353,7 @@ def probe_row(r: ProbeRun) -> dict[str, Any]:
     p = r.probe
     return {"load": p.load, "passed": p.passed, "metric": r.extra.get("metric"), "value": p.value,
             "threshold": p.threshold, "scale": p.scale, "cached": p.cached, "early_stopped": p.early_stopped,
+            "short": p.short,
             "stop_reason": r.stop_reason, "duration_s": p.duration_s, "measured_s": r.extra.get("measured_s"),
             "output_tokens_per_s": r.scalars.get("output_tokens_per_s"), "records": str(r.records_path),
             "started_ns": r.extra.get("started_ns"), "ended_ns": r.extra.get("ended_ns")}

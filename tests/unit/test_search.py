@@ -136,3 +136,22 @@ def test_runaway_queue_detects_overload_but_not_a_stable_queue():
     assert reason is not None and "0.5" in reason
     # Too few completed requests: no verdict yet.
     assert runaway_queue(s_ns[:10], s_ns[:10] + (overload[:10] * 1e9).astype(np.int64)) is None
+
+
+def test_short_bracket_end_is_remeasured_at_full_length_and_a_false_pass_is_dropped():
+    from etalon.core.search import ExpandBisectSearch, Probe, bracket
+
+    policy = ExpandBisectSearch(start_rate_rps=8.0, precision=0.05)
+    history = [Probe(8.0, True, short=True), Probe(16.0, True, short=True), Probe(32.0, True, short=True),
+               Probe(64.0, False, short=True)]
+    # No slope is trusted from short probes: plain bisection between 32 and 64.
+    assert policy.next_load(history) == 48.0
+    history += [Probe(load, False) for load in (48.0, 40.0, 36.0, 34.0, 33.0)]
+    assert bracket(history) == (history[2], history[-1])
+    assert policy.next_load(history) == 32.0  # converged on a short lo: re-measure it at full length
+    history.append(Probe(32.0, False))  # the short pass at 32 was false
+    lo, hi = bracket(history)
+    assert (lo.load, hi.load) == (16.0, 32.0)
+    assert policy.next_load(history) == 24.0
+    history.append(Probe(31.5, True))
+    assert policy.next_load(history) is None  # both ends full-length and 1.6 % apart: done
