@@ -73,3 +73,23 @@ def test_quickstart_is_logged_to_mlflow(quickstart) -> None:
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {"records.jsonl", "summary.json"} <= artifacts
     assert any(p.endswith(".png") for p in artifacts)
+
+
+def test_client_measures_the_simulator_within_3_percent_at_32_streams(tmp_path: Path) -> None:
+    run = run_cli(
+        tmp_path,
+        "+experiment=quickstart",
+        "workload=closed_loop",
+        "workload.arrival.concurrency=32",
+        "workload.lengths.prompt_tokens=500",
+        "workload.lengths.output_tokens=64",
+        "workload.num_requests=96",
+        "workload.warmup_requests=0",
+        "tracking=none",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((run.run_dir / "benchmark" / "summary.json").read_text())["scalars"]
+    # conf/sim/simple.yaml: TTFT = 0.05 s + 2e-5 s/token * 500 tokens = 0.06 s; TBT = 0.02 s.
+    assert summary["ttft_p50_s"] == pytest.approx(0.06, rel=0.03)
+    assert summary["tbt_p50_s"] == pytest.approx(0.02, rel=0.03)
+    assert summary["requests_ok"] == 96
