@@ -73,7 +73,7 @@ def violations_to_lose(n: int, quantile: float) -> int:
 
 
 def quantile_of(values: np.ndarray, quantile: float) -> float:
-    return float(np.quantile(values, quantile, method=QUANTILE_METHOD)) if values.size else math.nan
+    return float(np.quantile(values, quantile, method=QUANTILE_METHOD)) if values.size else math.nan  # type: ignore[call-overload]
 
 
 def ttft_s(table: RecordTable) -> np.ndarray:

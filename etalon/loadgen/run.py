@@ -103,7 +103,8 @@ class _RayBackend:
         remote = ray.remote(LoadActor).options(
             num_cpus=settings.actor_num_cpus, scheduling_strategy="SPREAD"
         )
-        self._actors = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
+        # Ray's handles are typed loosely: treat them as Any rather than as LoadActor.
+        self._actors: list[Any] = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
         ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
 
     def start(self, plans: list[ActorPlan], start_wall_ns: int) -> list[dict[str, Any]]:

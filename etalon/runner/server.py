@@ -123,9 +123,10 @@ class EmbeddedSimServer:
         return self.base_url
 
     def _read_listening_line(self, process: subprocess.Popen[bytes], timeout_s: float) -> str:
-        assert process.stdout is not None
+        stdout = process.stdout
+        assert stdout is not None
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.append(process.stdout.readline().decode()),
+        reader = threading.Thread(target=lambda: lines.append(stdout.readline().decode()),
                                   daemon=True)
         reader.start()
         reader.join(timeout_s)

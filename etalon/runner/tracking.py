@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -55,8 +56,7 @@ class MLflowTracker:
 
         items = [Param(k[:250], str(v)[:PARAM_VALUE_MAX_CHARS]) for k, v in params.items()]
         for i in range(0, len(items), PARAM_BATCH):
-            batch = items[i : i + PARAM_BATCH]
-            self._call("log_params", lambda b=batch: self._client.log_batch(self._run_id, params=b))
+            self._call("log_params", partial(self._client.log_batch, self._run_id, params=items[i : i + PARAM_BATCH]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -68,8 +68,7 @@ class MLflowTracker:
             if v is not None and math.isfinite(float(v))
         ]
         for i in range(0, len(items), METRIC_BATCH):
-            batch = items[i : i + METRIC_BATCH]
-            self._call("log_metrics", lambda b=batch: self._client.log_batch(self._run_id, metrics=b))
+            self._call("log_metrics", partial(self._client.log_batch, self._run_id, metrics=items[i : i + METRIC_BATCH]))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -82,11 +81,8 @@ class MLflowTracker:
             path = Path(path)
             if not path.exists():
                 continue
-            if path.is_dir():
-                fn = lambda p=path: self._client.log_artifacts(self._run_id, str(p), artifact_path)  # noqa: E731
-            else:
-                fn = lambda p=path: self._client.log_artifact(self._run_id, str(p), artifact_path)  # noqa: E731
-            self._call("log_artifacts", fn)
+            upload = self._client.log_artifacts if path.is_dir() else self._client.log_artifact
+            self._call("log_artifacts", partial(upload, self._run_id, str(path), artifact_path))
 
     def log_model(self, python_model: Any, name: str, input_example: Any = None) -> None:
         def log() -> None:

@@ -153,4 +153,4 @@ def load_sim_config(
         root.sim.merge_with(OmegaConf.from_dotlist([item]))
     values = OmegaConf.to_container(root.sim, resolve=True)
     assert isinstance(values, dict)
-    return sim_config_from_dict(values)
+    return sim_config_from_dict({str(k): v for k, v in values.items()})
