@@ -19,6 +19,9 @@ from etalon.sim.schedulers import EngineScheduler, IndependentScheduler
 from etalon.sim.streams import StreamSpec, TokenStream, usage
 from etalon.sim.tokens import TokenTable
 
+# Bodies above this many bytes (~1000 prompt tokens) are counted in a worker thread.
+INLINE_COUNT_MAX_BYTES = 4096
+
 
 class EmissionLog:
     """One JSON line per finished request: when each token's chunk was written (monotonic ns)."""
@@ -98,8 +101,16 @@ class SimServer:
         return await self._complete(request, "completions")
 
     async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
+        arrival_ns = time.monotonic_ns()  # simulated latency counts from here, not after counting
         body = await _json_body(request)
-        spec = self._spec(request, body, api)
+        if (request.content_length or 0) > INLINE_COUNT_MAX_BYTES:
+            # A long prompt takes ~10 ms to count: off the event loop, so other streams keep their
+            # pace (HF tokenizers release the GIL while encoding).
+            prompt_tokens = await asyncio.get_running_loop().run_in_executor(
+                None, count_prompt_tokens, api, body, self.table)
+        else:  # a short one costs less inline than a thread hand-off
+            prompt_tokens = count_prompt_tokens(api, body, self.table)
+        spec = self._spec(request, body, api, prompt_tokens)
         rejection = self.faults.admit(time.monotonic_ns())
         if rejection is not None:
             headers = {"Retry-After": str(rejection.retry_after_s)} if rejection.retry_after_s else {}
@@ -111,15 +122,14 @@ class SimServer:
             await asyncio.sleep(slow_start_s)  # nothing, not even headers, before this
         self.counters.prompt_tokens_total += spec.prompt_tokens
         if spec.streaming:
-            return await self._stream(request, spec)
-        return await self._non_stream(spec)
+            return await self._stream(request, spec, arrival_ns)
+        return await self._non_stream(spec, arrival_ns)
 
-    def _spec(self, request: web.Request, body: dict[str, Any], api: str) -> StreamSpec:
+    def _spec(self, request: web.Request, body: dict[str, Any], api: str, prompt_tokens: int) -> StreamSpec:
         model = body.get("model")
         if model != self.config.served_model_name:
             raise ApiError(400, f"model {model!r} does not exist; this server serves "
                            f"{self.config.served_model_name!r}", "model_not_found")
-        prompt_tokens = count_prompt_tokens(api, body, self.table)
         output_tokens, finish_reason = output_plan(body, prompt_tokens, self.config, self.rng)
         if isinstance(self.scheduler, EngineScheduler):
             problem = self.scheduler.check_fits(max(prompt_tokens, 1) + output_tokens)
@@ -135,14 +145,14 @@ class SimServer:
             streaming=bool(body.get("stream")),
             include_usage=bool(isinstance(options, dict) and options.get("include_usage")))
 
-    async def _stream(self, request: web.Request, spec: StreamSpec) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, spec: StreamSpec, arrival_ns: int) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         writer = await response.prepare(request)
         stream = TokenStream(spec, self.table, request.transport, bool(getattr(writer, "chunked", False)),
                              self.faults.for_stream(spec.output_tokens), self.faults.count,
                              offset=self.rng.randrange(len(self.table.texts)))
-        await self._run(stream)
+        await self._run(stream, arrival_ns)
         if stream.alive and stream.emitted >= spec.output_tokens:
             try:
                 await response.write_eof()
@@ -150,11 +160,11 @@ class SimServer:
                 pass
         return response
 
-    async def _non_stream(self, spec: StreamSpec) -> web.Response:
+    async def _non_stream(self, spec: StreamSpec, arrival_ns: int) -> web.Response:
         stream = TokenStream(spec, self.table, None, False, self.faults.for_stream(1),
                              self.faults.count, offset=self.rng.randrange(len(self.table.texts)))
         stream.faults.stall_at = stream.faults.disconnect_at = stream.faults.malformed_at = None
-        await self._run(stream)
+        await self._run(stream, arrival_ns)
         text = stream.text()
         choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": spec.finish_reason}
         if spec.api == "chat":
@@ -166,8 +176,8 @@ class SimServer:
             "object": "chat.completion" if spec.api == "chat" else "text_completion",
             "choices": [choice], "usage": usage(spec)}, dumps=lambda v: orjson.dumps(v).decode())
 
-    async def _run(self, stream: TokenStream) -> None:
-        self.scheduler.submit(stream, time.monotonic_ns())
+    async def _run(self, stream: TokenStream, arrival_ns: int) -> None:
+        self.scheduler.submit(stream, arrival_ns)
         try:
             await stream.done
         finally:
