@@ -40,13 +40,11 @@ class Measurement:
 def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | None = None) -> StageResult:
     """Benchmark the endpoint with the configured workload.
 
-    ``rate_rps`` replaces the arrival rate; ``rate_from`` takes it from an earlier stage's
-    ``data["max_rate_rps"]`` (e.g. a capacity search).
+    ``rate_rps`` replaces the arrival rate; ``rate_from`` takes the load from an earlier stage: its
+    ``data["max_rate_rps"]`` for open-loop arrivals (a rate search), or its
+    ``data["max_concurrency"]`` for a closed loop (a concurrency search).
     """
-    arrival = instantiate(ctx.cfg.workload.arrival)
-    rate = _rate(ctx, rate_from, rate_rps)
-    if rate is not None:
-        arrival = arrival.with_rate(rate)
+    arrival = _arrival(ctx, rate_from, rate_rps)
     slo = resolve_slo(ctx)
     m = measure(
         ctx,
@@ -69,7 +67,12 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
         name=ctx.stage_name,
         stage_dir=ctx.stage_dir,
         scalars=scalars,
-        data={"verdict": _verdict_dict(m.verdict), "rate_rps": rate, "interrupted": m.interrupted},
+        data={
+            "verdict": _verdict_dict(m.verdict),
+            "rate_rps": getattr(arrival, "rate_rps", None),
+            "concurrency": getattr(arrival, "concurrency", None),
+            "interrupted": m.interrupted,
+        },
         artifacts=artifacts,
         partial=m.partial,
     )
@@ -188,13 +191,21 @@ def max_total_tokens(cfg: EtalonConfig) -> int:
     return limit
 
 
-def _rate(ctx: StageContext, rate_from: str | None, rate_rps: float | None) -> float | None:
+def _arrival(ctx: StageContext, rate_from: str | None, rate_rps: float | None) -> Any:
+    """The workload's arrival process, at the load a parameter or an earlier stage asks for."""
+    from etalon.core.arrivals import ClosedLoop
+
+    arrival = instantiate(ctx.cfg.workload.arrival)
     if rate_from is None:
-        return rate_rps
+        return arrival if rate_rps is None else arrival.with_rate(rate_rps)
     data = ctx.result(rate_from).data
+    if arrival.closed_loop:
+        if data.get("max_concurrency") is None:
+            raise StageError(f"stage {rate_from!r} found no concurrency that meets the SLO; nothing to benchmark at")
+        return ClosedLoop(concurrency=int(data["max_concurrency"]), think_time_s=arrival.think_time_s)
     if data.get("max_rate_rps") is None:
         raise StageError(f"stage {rate_from!r} found no rate that meets the SLO; nothing to benchmark at")
-    return float(data["max_rate_rps"])
+    return arrival.with_rate(float(data["max_rate_rps"]))
 
 
 def _verdict_dict(verdict: Any) -> dict[str, Any] | None:
