@@ -105,6 +105,7 @@ class ClientConfig:
     ray_address: str | None = None
     use_uvloop: bool = True
     start_delay_s: float = 1.0
+    warm_connections: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
