@@ -74,10 +74,8 @@ class SearchSettings:
                                   interpolate=self.interpolate, integer=self.search == "concurrency")
 
 
-def run(
-    ctx: StageContext, *, configs: list[Any] | None = None, runner: Any = None, labels: list[str] | None = None,
-    **params: Any,
-) -> StageResult:
+def run(ctx: StageContext, *, configs: list[Any] | None = None, runner: Any = None,
+        labels: list[str] | None = None, **params: Any) -> StageResult:
     """Search the highest request rate (or closed-loop concurrency) meeting the SLO.
 
     Parameters: ``search`` ("rate" | "concurrency"), ``start_rate_rps``, ``growth``, ``precision``
@@ -88,7 +86,6 @@ def run(
     """
     if configs:
         from etalon.stages.capacity_parallel import run_parallel
-
         return run_parallel(ctx, configs=configs, runner=runner, labels=labels, **params)
     return capacity(ctx, SearchSettings(**params))
 
@@ -126,11 +123,8 @@ def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeR
 
 
 def short_settings(settings: SearchSettings) -> SearchSettings:
-    """The shortened probe of the expansion phase (early_stop only).
-
-    Loads below the first failure only bound the search from below; a false pass of a short
-    probe cannot stand, because ``ExpandBisectSearch`` re-measures a short bracket end at full
-    length before it stops. So the result rests on full-length probes only."""
+    """The shortened probe of the expansion phase (early_stop only): a false pass cannot stand, as
+    ``ExpandBisectSearch`` re-measures a short bracket end at full length before it stops."""
     if not settings.early_stop or settings.expand_fraction >= 1:
         return settings
 
@@ -298,9 +292,7 @@ def judge_probe(
         # A stopped probe's records are a truncated run: its judged value is only a lower bound,
         # so tell the search "far over" rather than a misleadingly small scale.
         scale=math.inf if stopped else (math.nan if verdict is None else verdict.scale),
-        cached=cached, early_stopped=stopped,
-        duration_s=duration_s,
-    )
+        cached=cached, early_stopped=stopped, duration_s=duration_s)
     return ProbeRun(p, scalars, {} if verdict is None else dict(verdict.values), meta["stop_reason"],
                     records_path, interrupted=bool(meta["interrupted"]),
                     extra={"metric": None if verdict is None else verdict.metric,
