@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING
 
 from etalon.clients.base import PlannedRequest
 
+# Open loop: the connections worth opening before the start are those of the requests planned in
+# the first second. LLM requests last longer than that (TTFT + output), so by t=1 s nearly all of
+# them are still in flight: their count estimates early peak concurrency without modelling latency.
+WARM_WINDOW_S = 1.0
+
 if TYPE_CHECKING:
     from etalon.core.workload import Schedule
 
@@ -31,6 +36,19 @@ class ActorPlan:
     @property
     def num_requests(self) -> int:
         return len(self.requests) + sum(len(u) for u in self.users)
+
+    def connections_to_warm(self, window_s: float = WARM_WINDOW_S) -> int:
+        """Keep-alive connections to open before the start: what the first requests need at once.
+
+        Closed loop: one per user (all are ready at t=0). Open loop: the requests planned within
+        ``window_s`` (and before ``duration_s``), at least 1. Both capped by ``max_inflight``.
+        """
+        if not self.open_loop:
+            return min(sum(1 for u in self.users if u), self.max_inflight)
+        horizon_s = window_s if self.duration_s is None else min(window_s, self.duration_s)
+        horizon_ns = int(horizon_s * 1e9)
+        early = sum(1 for r in self.requests if r.scheduled_ns < horizon_ns)
+        return min(max(early, 1), self.max_inflight)
 
 
 def build_requests(schedule: Schedule, prompts: list[str]) -> list[PlannedRequest]:

@@ -46,3 +46,23 @@ def test_closed_loop_users_round_robin_then_over_actors() -> None:
     ]
     assert [p.num_requests for p in plans] == [7, 3] and plans[0].think_time_s == 0.5
     assert len(split_plans(sched, build_requests(sched, list("abcdefghij")), 5, 8)) == 3
+
+
+def test_connections_to_warm_match_the_first_requests() -> None:
+    second = 1_000_000_000
+    sched = make(6, [0, 0, second // 2, second - 1, second, 3 * second])
+    (plan,) = split_plans(sched, build_requests(sched, list("abcdef")), 1, 8)
+    assert plan.connections_to_warm() == 4  # planned before t = 1 s; 1 s and 3 s are later
+    assert plan.connections_to_warm(window_s=4.0) == 6
+    plan.duration_s = 0.4  # nothing is sent after the duration
+    assert plan.connections_to_warm() == 2
+    plan.max_inflight = 1
+    assert plan.connections_to_warm(window_s=4.0) == 1
+    late = make(2, [5 * second, 6 * second])
+    (plan,) = split_plans(late, build_requests(late, ["a", "b"]), 1, 8)
+    assert plan.connections_to_warm() == 1  # at least one, for the first request
+    closed = make(10, None, users=3)
+    plans = split_plans(closed, build_requests(closed, list("abcdefghij")), 2, 8)
+    assert [p.connections_to_warm() for p in plans] == [2, 1]  # one per user of the actor
+    plans = split_plans(closed, build_requests(closed, list("abcdefghij")), 1, 2)
+    assert plans[0].connections_to_warm() == 2  # capped by max_inflight (3 users)
