@@ -12,6 +12,10 @@ Token timing rule (documented contract of this module):
   ``n > c`` every chunk gets one token and the ``n - c`` extra tokens are shared among chunks in
   proportion to their text length (largest remainder), each extra entry equal to its chunk's time;
   ``n < c`` the first ``n`` chunk times are kept.
+
+Connections: a client sends on the actor's pooled session. By default (``client.warm_connections``)
+the pool is warmed before the run, so the first requests do not pay for TCP connect; see
+``etalon.clients.warmup`` for what that changes in the figures and how to restore cold starts.
 """
 
 from __future__ import annotations

@@ -13,10 +13,14 @@ import time
 from typing import Any, Iterator
 
 from etalon.clients.base import EndpointSpec, make_client
-from etalon.loadgen.driver import RecordBuffer, run_actor_load
+from etalon.clients.warmup import timed_warm_up
+from etalon.loadgen.driver import RecordBuffer, open_session, run_actor_load
 from etalon.loadgen.plan import ActorPlan
 
 STOP_JOIN_TIMEOUT_S = 30.0
+# prepare() waits for the warm-up (each request bounded by the connect timeout) plus this much for
+# the thread, loop and session to come up on a loaded machine.
+PREPARE_SLACK_S = 30.0
 GC_GEN0_THRESHOLD = 20_000
 
 
@@ -63,55 +67,107 @@ def _quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+async def _first_of(go: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait until ``go`` or ``stop`` is set; True if ``go`` came first (or both are set)."""
+    waits = {asyncio.ensure_future(go.wait()), asyncio.ensure_future(stop.wait())}
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return go.is_set() and not stop.is_set()
+
+
 class LoadActor:
     """Runs one ActorPlan; methods are called from another thread (Ray's, or the local runner's).
 
+    Two phases: ``prepare`` starts the loop thread, opens the session and warms its connection pool;
+    ``start`` then fixes the planned start, so warm-up time never falls inside the measured run.
     The loop runs on its own thread so that ``drain``/``stop``/``status`` answer while it sends.
     Wrapped with ``ray.remote`` by ``etalon.loadgen.run``; the ``local`` backend uses it directly.
     """
 
     def __init__(self, actor_index: int, endpoint: EndpointSpec, use_uvloop: bool = True) -> None:
         self.actor_index = actor_index
+        self._endpoint = endpoint
         self._client = make_client(endpoint)
         self._use_uvloop = use_uvloop
         self._sink = RecordBuffer()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
+        self._go: asyncio.Event | None = None
         self._loop_ready = threading.Event()
+        self._prepared = threading.Event()
         self._done = threading.Event()
         self._error: str | None = None
+        self._prepare_error: BaseException | None = None
         self.epoch_mono_ns: int | None = None
+        self.warmed_connections = 0
+        self.warm_up_s = 0.0
         self._node_ip = _node_ip()  # resolved once, before any load runs
 
-    def start(self, plan: ActorPlan, start_wall_ns: int) -> dict[str, Any]:
-        """Start sending; ``start_wall_ns`` (wall clock) is mapped onto this process's monotonic clock."""
+    def prepare(self, plan: ActorPlan, warm_connections: bool = True) -> dict[str, Any]:
+        """Start the loop and open the session; with ``warm_connections``, first open the
+        connections ``plan.connections_to_warm()`` asks for. Returns ``info()`` once ready, or raises
+        the warm-up's EndpointError (bounded by the endpoint's connect timeout)."""
         if self._thread is not None:
-            raise RuntimeError(f"load actor {self.actor_index} was already started")
-        self.epoch_mono_ns = time.monotonic_ns() + (start_wall_ns - time.time_ns())
+            raise RuntimeError(f"load actor {self.actor_index} was already prepared")
+        count = plan.connections_to_warm() if warm_connections else 0
         self._thread = threading.Thread(
-            target=self._run, args=(plan, self.epoch_mono_ns), name=f"etalon-load-{self.actor_index}",
-            daemon=True,
+            target=self._run, args=(plan, count), name=f"etalon-load-{self.actor_index}", daemon=True,
         )
         self._thread.start()
+        if not self._prepared.wait(self._endpoint.connect_timeout_s + PREPARE_SLACK_S):
+            self.stop()
+            raise TimeoutError(f"load actor {self.actor_index}: connection warm-up did not finish")
+        if self._prepare_error is not None:
+            raise self._prepare_error
         return self.info()
 
-    def _run(self, plan: ActorPlan, epoch_ns: int) -> None:
+    def start(self, start_wall_ns: int) -> dict[str, Any]:
+        """Send the prepared plan from ``start_wall_ns`` (wall clock, mapped onto this process's
+        monotonic clock)."""
+        if not self._prepared.is_set() or self._loop is None or self._go is None:
+            raise RuntimeError(f"load actor {self.actor_index} must be prepared before start")
+        if self.epoch_mono_ns is not None:
+            raise RuntimeError(f"load actor {self.actor_index} was already started")
+        self.epoch_mono_ns = time.monotonic_ns() + (start_wall_ns - time.time_ns())
+        self._loop.call_soon_threadsafe(self._go.set)
+        return self.info()
+
+    def _run(self, plan: ActorPlan, warm_count: int) -> None:
         loop = _new_event_loop(self._use_uvloop)
         self._loop = loop
         try:
             self._stop_event = asyncio.Event()
+            self._go = asyncio.Event()
             self._loop_ready.set()
             with _quiet_gc():
-                loop.run_until_complete(
-                    run_actor_load(self._client, plan, epoch_ns, self._sink, self._stop_event)
-                )
+                loop.run_until_complete(self._lifecycle(plan, warm_count))
         except BaseException as exc:  # noqa: BLE001 - reported through status(), never lost
             self._error = f"{type(exc).__name__}: {exc}"
+            if not self._prepared.is_set():
+                self._prepare_error = exc
         finally:
             self._loop_ready.set()
+            self._prepared.set()
             self._done.set()
             loop.close()
+
+    async def _lifecycle(self, plan: ActorPlan, warm_count: int) -> None:
+        assert self._go is not None and self._stop_event is not None
+        async with open_session(plan.max_inflight) as session:
+            if warm_count:
+                assert session.connector is not None
+                self.warmed_connections, self.warm_up_s = await timed_warm_up(
+                    session.connector, self._endpoint, warm_count
+                )
+            self._prepared.set()
+            if not await _first_of(self._go, self._stop_event):
+                return  # stopped before the start: nothing was sent
+            assert self.epoch_mono_ns is not None
+            await run_actor_load(
+                self._client, plan, self.epoch_mono_ns, self._sink, self._stop_event, session
+            )
 
     def drain(self) -> list[dict[str, Any]]:
         """Records finished since the last drain, as ``RequestRecord.to_dict()`` dicts."""
@@ -139,4 +195,6 @@ class LoadActor:
             "node_ip": self._node_ip,
             "pid": os.getpid(),
             "epoch_mono_ns": self.epoch_mono_ns,
+            "warmed_connections": self.warmed_connections,
+            "warm_up_s": self.warm_up_s,
         }

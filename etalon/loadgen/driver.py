@@ -80,7 +80,12 @@ class ActorLoad:
     """One actor's dispatch state: semaphore, in-flight tasks, stop flag."""
 
     def __init__(
-        self, client: Client, plan: ActorPlan, epoch_ns: int, sink: RecordBuffer
+        self,
+        client: Client,
+        plan: ActorPlan,
+        epoch_ns: int,
+        sink: RecordBuffer,
+        session: aiohttp.ClientSession,
     ) -> None:
         self.client = client
         self.plan = plan
@@ -91,22 +96,15 @@ class ActorLoad:
         self._loops: list[asyncio.Task[None]] = []
         self._duration_ns = None if plan.duration_s is None else int(plan.duration_s * 1e9)
         self._sem = asyncio.Semaphore(plan.max_inflight)
-        self._session: aiohttp.ClientSession | None = None
+        self._session = session
 
     async def run(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.plan.max_inflight, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
-        )
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None)
-        ) as session:
-            self._session = session
-            if self.plan.open_loop:
-                self._loops = [asyncio.create_task(self._open_loop())]
-            else:
-                self._loops = [asyncio.create_task(self._user(u)) for u in self.plan.users]
-            await asyncio.gather(*self._loops, return_exceptions=True)
-            await self._wait_inflight()
+        if self.plan.open_loop:
+            self._loops = [asyncio.create_task(self._open_loop())]
+        else:
+            self._loops = [asyncio.create_task(self._user(u)) for u in self.plan.users]
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._wait_inflight()
         if self.stopping:
             self._record_unstarted()
 
@@ -161,7 +159,6 @@ class ActorLoad:
             del self._inflight[task]  # cancelled-before-start tasks stay for _record_unstarted
 
     async def _send(self, request: PlannedRequest) -> RequestRecord:
-        assert self._session is not None
         try:
             record = await self.client.send(self._session, request, self.epoch_ns)
         finally:
@@ -178,19 +175,34 @@ class ActorLoad:
         self._inflight.clear()
 
 
+def open_session(max_inflight: int) -> aiohttp.ClientSession:
+    """The actor's one session; its pool holds up to ``max_inflight`` connections, idle ones for
+    ``KEEPALIVE_S`` (longer than any warm-up-to-start gap LoadSettings allows)."""
+    connector = aiohttp.TCPConnector(
+        limit=max_inflight, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
+    )
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+
+
 async def run_actor_load(
     client: Client,
     plan: ActorPlan,
     epoch_ns: int,
     sink: RecordBuffer,
     stop_event: asyncio.Event | None = None,
+    session: aiohttp.ClientSession | None = None,
 ) -> None:
     """Run ``plan`` on the current loop; records go to ``sink``; setting ``stop_event`` stops it.
 
     ``epoch_ns`` is the run's planned start on this process's monotonic clock; every record's
-    timestamps are ns since then.
+    timestamps are ns since then. ``session`` (e.g. with a warmed pool) is used and left open;
+    without one, a fresh session is opened and closed.
     """
-    load = ActorLoad(client, plan, epoch_ns, sink)
+    if session is None:
+        async with open_session(plan.max_inflight) as own:
+            await run_actor_load(client, plan, epoch_ns, sink, stop_event, own)
+        return
+    load = ActorLoad(client, plan, epoch_ns, sink, session)
     if stop_event is None:
         await load.run()
         return

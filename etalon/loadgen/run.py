@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import orjson
 
-from etalon.clients.base import EndpointSpec
+from etalon.clients.base import EndpointError, EndpointSpec
 from etalon.clients.openai import preflight as _client_preflight
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actors import LoadActor
+from etalon.loadgen.driver import KEEPALIVE_S
 from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
 
 if TYPE_CHECKING:
@@ -20,11 +21,17 @@ if TYPE_CHECKING:
 
 STOP_INTERRUPTED = "interrupted"
 BACKENDS = ("ray", "local")
+# Warmed connections must still be pooled at the start: keep the gap well inside the pool's idle limit.
+MAX_WARM_START_DELAY_S = KEEPALIVE_S / 2
 
 
 @dataclass
 class LoadSettings:
-    """How the load is generated: actors, their concurrency limit, backend, drain cadence."""
+    """How the load is generated: actors, their concurrency limit, backend, drain cadence.
+
+    ``warm_connections``: each actor opens the keep-alive connections its first requests need
+    before the planned start (see ``etalon.clients.warmup`` for what this changes in the figures).
+    """
 
     num_actors: int = 1
     max_inflight_per_actor: int = 1024
@@ -34,6 +41,7 @@ class LoadSettings:
     ray_address: str | None = None
     use_uvloop: bool = True
     start_delay_s: float = 1.0
+    warm_connections: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -47,6 +55,12 @@ class LoadSettings:
             raise ValueError(
                 f"client.drain_interval_s must be > 0 and client.start_delay_s >= 0, got "
                 f"{self.drain_interval_s} and {self.start_delay_s}"
+            )
+        if self.warm_connections and self.start_delay_s > MAX_WARM_START_DELAY_S:
+            raise ValueError(
+                f"client.start_delay_s={self.start_delay_s} is too long for client.warm_connections="
+                f"true: warmed connections idle out after {KEEPALIVE_S:g} s; use start_delay_s <= "
+                f"{MAX_WARM_START_DELAY_S:g} or warm_connections=false"
             )
 
 
@@ -64,7 +78,8 @@ class LoadResult:
 
 
 class _Backend(Protocol):
-    def start(self, plans: list[ActorPlan], start_wall_ns: int) -> list[dict[str, Any]]: ...
+    def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]: ...
+    def start(self, start_wall_ns: int) -> list[dict[str, Any]]: ...
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
     def stop(self) -> None: ...
     def shutdown(self) -> None: ...
@@ -76,8 +91,15 @@ class _LocalBackend:
     def __init__(self, endpoint: EndpointSpec, settings: LoadSettings, count: int) -> None:
         self._actors = [LoadActor(i, endpoint, settings.use_uvloop) for i in range(count)]
 
-    def start(self, plans: list[ActorPlan], start_wall_ns: int) -> list[dict[str, Any]]:
-        return [a.start(p, start_wall_ns) for a, p in zip(self._actors, plans)]
+    def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Each prepare blocks until its actor is warm: warm all actors at once, not one by one.
+        with ThreadPoolExecutor(len(plans)) as pool:
+            return list(pool.map(lambda a, p: a.prepare(p, warm), self._actors, plans))
+
+    def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
+        return [a.start(start_wall_ns) for a in self._actors]
 
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         statuses = [a.status() for a in self._actors]  # status first: a done actor's drain is final
@@ -107,8 +129,16 @@ class _RayBackend:
         self._actors: list[Any] = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
         ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
 
-    def start(self, plans: list[ActorPlan], start_wall_ns: int) -> list[dict[str, Any]]:
-        return self._ray.get([a.start.remote(p, start_wall_ns) for a, p in zip(self._actors, plans)])
+    def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]:
+        try:
+            return self._ray.get([a.prepare.remote(p, warm) for a, p in zip(self._actors, plans)])
+        except self._ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, EndpointError):
+                raise exc.cause from None  # the user's error, without Ray's remote traceback
+            raise
+
+    def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
+        return self._ray.get([a.start.remote(start_wall_ns) for a in self._actors])
 
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         statuses = self._ray.get([a.status.remote() for a in self._actors])
@@ -171,11 +201,14 @@ def _drive(
     records_path.parent.mkdir(parents=True, exist_ok=True)
     total = sum(p.num_requests for p in plans)
     stop_reason: str | None = None
-    start_wall_ns = time.time_ns() + int(settings.start_delay_s * 1e9)
+    start_wall_ns = time.time_ns()
     with open(records_path, "wb") as sink, tqdm(total=total, unit="req", disable=not progress) as bar:
         collect = _Collector(records, sink, bar)
         try:
-            infos = backend.start(plans, start_wall_ns)
+            # Every actor is warm before the start is picked, so warm-up never delays a planned send.
+            backend.prepare(plans, settings.warm_connections)
+            start_wall_ns = time.time_ns() + int(settings.start_delay_s * 1e9)
+            infos = backend.start(start_wall_ns)
             stop_reason = _poll_until_done(backend, collect, settings, should_stop)
         except KeyboardInterrupt:
             stop_reason = STOP_INTERRUPTED

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from etalon.clients.base import EndpointSpec
+from etalon.clients.base import EndpointSpec, EndpointUnreachableError
 from etalon.core.records import RequestRecord
 from etalon.core.workload import Schedule
 from etalon.loadgen import LoadSettings, run_load
@@ -26,16 +28,28 @@ MS = 1_000_000
 
 class PacedServer:
     """Streams ``max_tokens`` one-token chunks, first after ``ttft_s``, then every ``tbt_s``
-    (both read from the request body), and tracks how many requests are in flight."""
+    (both read from the request body), and tracks how many requests are in flight.
+
+    Connections are told apart by the client's (address, port): ``models_peers`` are those that
+    served ``GET /v1/models``, ``post_peers`` the one each streaming request came on, in order."""
 
     def __init__(self) -> None:
         self.inflight = 0
         self.max_inflight = 0
         self.served = 0
+        self.models_peers: set[tuple[str, int]] = set()
+        self.post_peers: list[tuple[str, int]] = []
+        self.models_auth: set[str | None] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
+    async def _models(self, request: web.Request) -> web.Response:
+        self.models_peers.add(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
+        self.models_auth.add(request.headers.get("Authorization"))
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.post_peers.append(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
         body = orjson.loads(await request.read())
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
@@ -58,6 +72,7 @@ class PacedServer:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -193,8 +208,9 @@ def test_actor_stop_turns_inflight_into_cancelled_records(server: PacedServer) -
     sched = schedule(50, gap_ms=10, out=50)
     (plan,) = split_plans(sched, build_requests(sched, ["p"] * 50), 1, 1024)
     actor = LoadActor(0, server.spec(0.0, 0.01))
+    assert actor.prepare(plan, warm_connections=False)["warmed_connections"] == 0
     before_ns = time.monotonic_ns()
-    info = actor.start(plan, time.time_ns())
+    info = actor.start(time.time_ns())
     # The epoch maps the planned start (now) onto this process's monotonic clock.
     assert before_ns - 50 * MS < info["epoch_mono_ns"] <= time.monotonic_ns()
     time.sleep(0.2)
@@ -220,5 +236,49 @@ def test_ray_backend_two_actors(server: PacedServer, tmp_path: Path) -> None:
     assert sorted(r.request_id for r in result.records) == list(range(30))
     assert all(r.status == "ok" for r in result.records)
     assert len({a["pid"] for a in result.actors}) == 2 and os.getpid() not in {a["pid"] for a in result.actors}
+    # open loop, 15 requests per actor, all planned in the first second: one connection each
+    assert [a["warmed_connections"] for a in result.actors] == [15, 15]
+    assert len(server.models_peers) == 30 and set(server.post_peers) <= server.models_peers
     lag_ms = np.array([r.sent_ns - r.scheduled_ns for r in result.records]) / MS
     assert 0 <= lag_ms.min() and lag_ms.max() < 20
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_warm_up_opens_the_first_rounds_connections(
+    server: PacedServer, tmp_path: Path, warm: bool
+) -> None:
+    users = 12
+    spec = dataclasses.replace(server.spec(0.03, 0.005), api_key="sk-test")
+    result = run(schedule(3 * users, users=users), spec, tmp_path / "r.jsonl",
+                 settings={"num_actors": 2, "warm_connections": warm})
+    assert len(result.records) == 3 * users and all(r.status == "ok" for r in result.records)
+    run_peers = set(server.post_peers)
+    opened_by_run = run_peers - server.models_peers
+    assert len(server.post_peers) == 3 * users
+    if warm:
+        # each actor opened one connection per user before the start; the run opened none
+        assert [a["warmed_connections"] for a in result.actors] == [6, 6]
+        assert all(0 < a["warm_up_s"] < 5 for a in result.actors)
+        assert len(server.models_peers) == users and server.models_auth == {"Bearer sk-test"}
+        assert opened_by_run == set() and run_peers == server.models_peers
+    else:
+        # cold start: every user of the first round opened its own connection
+        assert [a["warmed_connections"] for a in result.actors] == [0, 0]
+        assert server.models_peers == set() and len(opened_by_run) == users
+
+
+def test_warm_up_against_a_dead_endpoint_fails_clearly(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = EndpointSpec(base_url=f"http://127.0.0.1:{port}/v1", model="m", connect_timeout_s=2.0)
+    t0 = time.monotonic()
+    with pytest.raises(EndpointUnreachableError, match=f"warm-up.*127.0.0.1:{port}/v1/models"):
+        run(schedule(8, users=4), spec, tmp_path / "r.jsonl", settings={"num_actors": 2})
+    assert time.monotonic() - t0 < 5
+
+
+def test_start_delay_beyond_keepalive_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="client.start_delay_s=40"):
+        LoadSettings(start_delay_s=40.0)
+    assert LoadSettings(start_delay_s=40.0, warm_connections=False).start_delay_s == 40.0
