@@ -12,7 +12,9 @@ from typing import Iterator
 log = logging.getLogger("etalon")
 
 LOCK_NAMESPACE = "etalon"
-POLL_INTERVAL_S = 0.5
+POLL_INTERVAL_S = 0.1
+# A waiter that has not polled for this long is gone (its process died): it loses its place.
+STALE_WAITER_S = 5.0
 # Keys this process holds now: nested work (parallel search tasks) must not wait on its own holder.
 _HELD: set[str] = set()
 
@@ -63,11 +65,19 @@ def _lock_actor(key: str):  # type: ignore[no-untyped-def]
 
     @ray.remote(num_cpus=0)
     class EndpointLock:
+        """First come, first served: waiters queue in the order they first asked."""
+
         def __init__(self) -> None:
             self.holder: str | None = None
+            self.waiting: dict[str, float] = {}  # token -> last poll (monotonic s), in arrival order
 
         def try_acquire(self, token: str) -> bool:
-            if self.holder is None:
+            now = time.monotonic()
+            self.waiting[token] = now  # keeps its place: dict order is first-insertion order
+            for stale in [t for t, seen in self.waiting.items() if now - seen > STALE_WAITER_S]:
+                del self.waiting[stale]
+            if self.holder is None and next(iter(self.waiting)) == token:
+                del self.waiting[token]
                 self.holder = token
             return self.holder == token
 
