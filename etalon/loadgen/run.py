@@ -130,12 +130,18 @@ class _RayBackend:
         ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
 
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]:
-        try:
-            return self._ray.get([a.prepare.remote(p, warm) for a, p in zip(self._actors, plans)])
-        except self._ray.exceptions.RayTaskError as exc:
-            if isinstance(exc.cause, EndpointError):
-                raise exc.cause from None  # the user's error, without Ray's remote traceback
-            raise
+        refs = [a.prepare.remote(p, warm) for a, p in zip(self._actors, plans)]
+        infos, errors = [], []
+        for ref in refs:  # fetch every result: an unfetched failure is logged by Ray as unhandled
+            try:
+                infos.append(self._ray.get(ref))
+            except self._ray.exceptions.RayTaskError as exc:
+                errors.append(exc)
+        if errors and isinstance(errors[0].cause, EndpointError):
+            raise errors[0].cause from None  # the user's error, without Ray's remote traceback
+        if errors:
+            raise errors[0]
+        return infos
 
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
         return self._ray.get([a.start.remote(start_wall_ns) for a in self._actors])
