@@ -1,6 +1,10 @@
 """Client overhead: timing error against the simulator's own emission log, dispatch lag, CPU, ceiling.
 
-Run: python bench/client_overhead.py [--streams 16 64 256] [--rounds 3]
+Run: python bench/client_overhead.py [--streams 16 64 256] [--rounds 3] [--warm on off] [--repeat 2]
+``--warm`` sets client.warm_connections (on: the pool is warmed before the start; off: cold start).
+CPU is the whole run_load in this process, warm-up included. "round 0" is each user's first request
+(all planned at t=0): its TTFT (sent -> first token; the simulator's is 100 ms) includes a TCP connect
+when the pool is cold, and its dispatch lag is the burst of sends at the start.
 Client time and emission time are both CLOCK_MONOTONIC on this machine (sim is a child process), so
 token error = (client token_ns + actor epoch_mono_ns) - sim emission ns.
 """
@@ -42,9 +46,10 @@ def sim_config(tmp: Path, ttft_s: float, tbt_s: float) -> dict:
     }
 
 
-def drive(base_url: str, schedule: Schedule, tmp: Path) -> tuple[object, float]:
+def drive(base_url: str, schedule: Schedule, tmp: Path, warm: bool) -> tuple[object, float]:
     spec = EndpointSpec(base_url=base_url, model="etalon-sim", ignore_eos=True)
-    settings = LoadSettings(backend="local", num_actors=1, max_inflight_per_actor=1024, start_delay_s=0.3)
+    settings = LoadSettings(backend="local", num_actors=1, max_inflight_per_actor=1024, start_delay_s=0.3,
+                            warm_connections=warm)
     before = resource.getrusage(resource.RUSAGE_SELF)
     result = run_load(schedule, ["hello world"] * len(schedule.prompt_tokens), spec, settings,
                       tmp / "records.jsonl", progress=False)
@@ -53,14 +58,15 @@ def drive(base_url: str, schedule: Schedule, tmp: Path) -> tuple[object, float]:
     return result, cpu_s
 
 
-def accuracy(streams: int, rounds: int) -> None:
+def accuracy(streams: int, rounds: int, warm: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         with EmbeddedSimServer(sim_config(tmp, 0.1, 0.02)) as sim:
-            result, cpu_s = drive(sim.start(), closed_loop(streams, rounds, 64), tmp)
+            result, cpu_s = drive(sim.start(), closed_loop(streams, rounds, 64), tmp, warm)
         emitted = {int(d["request_id"]): d["token_ns"] for d in map(orjson.loads, (tmp / "emission.jsonl").read_bytes().splitlines())}
-    epoch = result.actors[0]["epoch_mono_ns"]  # type: ignore[attr-defined]
-    ttft_err, tbt_err, lag, tokens = [], [], [], 0
+    actor = result.actors[0]  # type: ignore[attr-defined]
+    epoch = actor["epoch_mono_ns"]
+    ttft_err, tbt_err, lag, tokens, first_ttft = [], [], [], 0, []
     for rec in result.records:  # type: ignore[attr-defined]
         sim_ns = np.asarray(emitted[rec.request_id], dtype=np.int64)
         cli_ns = np.asarray(rec.token_ns, dtype=np.int64) + epoch
@@ -69,12 +75,16 @@ def accuracy(streams: int, rounds: int) -> None:
         tbt_err.extend(np.diff(cli_ns) - np.diff(sim_ns))
         lag.append(rec.sent_ns - rec.scheduled_ns)
         tokens += rec.output_tokens
-    ttft, tbt, lag_a = (np.asarray(x, dtype=np.float64) / MS for x in (ttft_err, tbt_err, lag))
+        if rec.request_id < streams:  # user u's requests are u, u + streams, ...: round 0
+            first_ttft.append(rec.first_token_ns - rec.sent_ns)
+    ttft, tbt, lag_a, ttft0 = (np.asarray(x, dtype=np.float64) / MS for x in (ttft_err, tbt_err, lag, first_ttft))
     print(
-        f"{streams:>4} streams | TTFT err mean {ttft.mean():6.3f} p99 {np.percentile(ttft, 99):6.3f} ms"
+        f"warm {'on ' if warm else 'off'} {streams:>4} streams | TTFT err mean {ttft.mean():6.3f} p99 {np.percentile(ttft, 99):6.3f} ms"
         f" | TBT err mean {tbt.mean():+6.3f} p99|.| {np.percentile(np.abs(tbt), 99):6.3f} ms"
         f" | lag p50 {np.percentile(lag_a, 50):6.3f} p99 {np.percentile(lag_a, 99):6.3f} ms"
         f" | CPU {cpu_s / tokens * 1000 * 1e3:6.2f} ms/1k tok ({tokens} tok)"
+        f" | round 0 TTFT mean {ttft0.mean():6.1f} max {ttft0.max():6.1f} ms"
+        f" | warmed {actor['warmed_connections']} conn in {actor['warm_up_s'] * 1e3:.1f} ms"
     )
 
 
@@ -84,12 +94,12 @@ def tokens_per_s(result: object) -> float:
     return sum(r.output_tokens for r in recs) / (span_ns / 1e9)
 
 
-def ceiling_with_sim(streams: int, output_tokens: int) -> float:
+def ceiling_with_sim(streams: int, output_tokens: int, warm: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         config = {**sim_config(tmp, 0.0, 0.0), "emission_log_path": None}
         with EmbeddedSimServer(config) as sim:
-            result, _ = drive(sim.start(), closed_loop(streams, 2, output_tokens), tmp)
+            result, _ = drive(sim.start(), closed_loop(streams, 2, output_tokens), tmp, warm)
     return tokens_per_s(result)
 
 
@@ -110,9 +120,13 @@ def _blaster(port_queue: multiprocessing.Queue, output_tokens: int) -> None:
         await resp.write_eof()
         return resp
 
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "etalon-sim"}]})
+
     async def main() -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", handle)
+        app.router.add_get("/v1/models", models)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -125,14 +139,15 @@ def _blaster(port_queue: multiprocessing.Queue, output_tokens: int) -> None:
     asyncio.run(main())
 
 
-def ceiling_with_blaster(streams: int, output_tokens: int) -> float:
+def ceiling_with_blaster(streams: int, output_tokens: int, warm: bool) -> float:
     queue: multiprocessing.Queue = multiprocessing.Queue()
     proc = multiprocessing.Process(target=_blaster, args=(queue, output_tokens), daemon=True)
     proc.start()
     try:
         port = queue.get(timeout=30)
         with tempfile.TemporaryDirectory() as tmp_name:
-            result, _ = drive(f"http://127.0.0.1:{port}/v1", closed_loop(streams, 8, output_tokens), Path(tmp_name))
+            result, _ = drive(f"http://127.0.0.1:{port}/v1", closed_loop(streams, 8, output_tokens), Path(tmp_name),
+                              warm)
         return tokens_per_s(result)
     finally:
         proc.terminate()
@@ -143,14 +158,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warm", choices=["on", "off"], nargs="+", default=["on"])
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     print("simulator: independent scheduler, TTFT 100 ms, TBT 20 ms, 64 output tokens, closed loop, 1 local actor")
-    for streams in args.streams:
-        accuracy(streams, args.rounds)
-    t0 = time.monotonic()
-    print(f"ceiling vs simulator (TTFT 0, TBT 0, 64 streams x 2000 tok): {ceiling_with_sim(64, 2000):,.0f} tokens/s")
-    print(f"ceiling vs pre-rendered server (64 streams x 4000 tok):      {ceiling_with_blaster(64, 4000):,.0f} tokens/s")
-    print(f"(ceilings measured in {time.monotonic() - t0:.1f} s)")
+    for _ in range(args.repeat):
+        for warm in (w == "on" for w in args.warm):
+            for streams in args.streams:
+                accuracy(streams, args.rounds, warm)
+            t0 = time.monotonic()
+            tag = f"warm {'on ' if warm else 'off'}"
+            print(f"{tag} ceiling vs simulator (TTFT 0, TBT 0, 64 streams x 2000 tok): "
+                  f"{ceiling_with_sim(64, 2000, warm):,.0f} tokens/s")
+            print(f"{tag} ceiling vs pre-rendered server (64 streams x 4000 tok):      "
+                  f"{ceiling_with_blaster(64, 4000, warm):,.0f} tokens/s")
+            print(f"(ceilings measured in {time.monotonic() - t0:.1f} s)")
 
 
 if __name__ == "__main__":

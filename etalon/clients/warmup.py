@@ -2,11 +2,15 @@
 
 What this changes in what is measured (``client.warm_connections``, default true):
 - With warm-up, the first requests of a run reuse pooled connections, like a long-running
-  application with a connection pool: their ``sent_ns``..``first_token_ns`` no longer include the
-  TCP (and TLS) handshake, and the client no longer spends ~70-85 us of CPU per new connection in
-  the first burst, which delayed the last send of a 256-user burst by ~20 ms (dispatch lag p99).
+  application with a connection pool. aiohttp connects after ``sent_ns`` is stamped, so a cold
+  request's TTFT includes the TCP (and TLS) handshake, and a burst of connects can overflow the
+  server's listen queue and add a 1 s SYN retransmit. bench/client_overhead.py, 256 users, simulated
+  TTFT 100 ms: first-round TTFT 118-119 ms warm vs 132-143 ms cold (one cold run: max 1.1 s).
+- The first burst of sends also costs less CPU (~42 vs ~52 us per send before the loop yields),
+  so its dispatch lag p99 drops (256 users: 10-11 ms vs 15-27 ms); what remains is one event loop
+  sending 256 requests planned at the same instant (more actors split it).
 - ``warm_connections=false`` restores cold-start behaviour: each of the first concurrent requests
-  opens its own connection, and that cost shows in its dispatch lag and TTFT.
+  opens its own connection, and that cost shows in its TTFT and dispatch lag.
 - Requests beyond the warmed count still open connections on demand (counted as usual).
 - A connection stays warm only while neither side closes it: the client's pool keeps idle
   connections ``keepalive_timeout`` (60 s); servers have their own idle limit (uvicorn, used by
