@@ -118,6 +118,11 @@ class ClientConfig:
         _require(self.backend in ("ray", "local"), "client.backend", f"must be 'ray' or 'local', got {self.backend!r}")
         _require(self.actor_num_cpus >= 0, "client.actor_num_cpus", f"must be >= 0, got {self.actor_num_cpus}")
         _require(self.drain_interval_s > 0, "client.drain_interval_s", f"must be > 0, got {self.drain_interval_s}")
+        _require(
+            not self.warm_connections or 0 <= self.start_delay_s <= 30,
+            "client.start_delay_s",
+            f"must be in [0, 30] s while client.warm_connections is on (idle connections close), got {self.start_delay_s}",
+        )
 
 
 @dataclass

@@ -74,7 +74,9 @@ async def serve(config: SimConfig, host: str, port: int) -> None:
 
     runner = web.AppRunner(SimServer(config).make_app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    # A deep accept backlog: hundreds of clients connecting at once must not overflow the listen
+    # queue (the default 128 does, and each dropped SYN costs the client a 1 s retransmit).
+    site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()
     bound_port = runner.addresses[0][1]
     print(f"{LISTENING_PREFIX}http://{host}:{bound_port}", flush=True)
