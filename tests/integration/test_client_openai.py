@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from etalon.clients.openai import (
     preflight,
     spread_token_times,
 )
+from tests.integration.threaded_server import ThreadedServer
 
 MS = 1_000_000
 
@@ -50,7 +50,7 @@ def usage(completion_tokens: int) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
-class ScriptedServer:
+class ScriptedServer(ThreadedServer):
     """Serves, per request, the script registered under the request's ``model`` name.
 
     A script is a list of steps: bytes (written and flushed), a float (sleep seconds),
@@ -58,11 +58,9 @@ class ScriptedServer:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.scripts: dict[str, list[Any]] = {}
         self.requests: list[dict[str, Any]] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.port = 0
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
@@ -90,26 +88,10 @@ class ScriptedServer:
             return web.json_response({"error": {"message": "bad key"}}, status=401)
         return web.json_response({"data": [{"id": "m1"}]})
 
-    async def _start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/completions", self._handle)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
 
     def spec(self, model: str, **kw: Any) -> EndpointSpec:
         return EndpointSpec(base_url=f"http://127.0.0.1:{self.port}/v1", model=model, **kw)

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,12 @@ from etalon.core.workload import Schedule
 from etalon.loadgen import LoadSettings, run_load
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.plan import build_requests, split_plans
+from tests.integration.threaded_server import ThreadedServer
 
 MS = 1_000_000
 
 
-class PacedServer:
+class PacedServer(ThreadedServer):
     """Streams ``max_tokens`` one-token chunks, first after ``ttft_s``, then every ``tbt_s``
     (both read from the request body), and tracks how many requests are in flight.
 
@@ -34,14 +34,13 @@ class PacedServer:
     served ``GET /v1/models``, ``post_peers`` the one each streaming request came on, in order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.inflight = 0
         self.max_inflight = 0
         self.served = 0
         self.models_peers: set[tuple[str, int]] = set()
         self.post_peers: list[tuple[str, int]] = []
         self.models_auth: set[str | None] = set()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     async def _models(self, request: web.Request) -> web.Response:
         self.models_peers.add(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
@@ -69,25 +68,9 @@ class PacedServer:
         finally:
             self.inflight -= 1
 
-    async def _start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def __enter__(self) -> PacedServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
 
     def spec(self, ttft_s: float, tbt_s: float) -> EndpointSpec:
         return EndpointSpec(
