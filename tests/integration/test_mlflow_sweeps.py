@@ -62,7 +62,7 @@ def test_ray_launcher_sweep_gives_one_parent_and_three_children(tmp_path: Path) 
 
 
 def test_failed_job_is_marked_and_the_sweep_goes_on(tmp_path: Path) -> None:
-    run = run_cli(tmp_path, *SWEEP, "workload.arrival.rate_rps=8,-1", multirun=True)
+    run = run_cli(tmp_path, *SWEEP, "client=local", "workload.arrival.rate_rps=8,-1", multirun=True)
     assert run.returncode == 1
     assert "rate_rps" in run.stderr and "1 job(s) of the sweep failed" in run.stderr
     _, runs = _runs(run.mlflow_uri)
@@ -78,6 +78,7 @@ def test_api_key_from_environment_never_reaches_params_tags_artifacts_or_files(t
         tmp_path,
         "+experiment=quickstart",
         "workload.num_requests=6",
+        "client=local",
         "endpoint.api_key_env=ETALON_TEST_API_KEY",
         "+endpoint.headers.x-api-key=${oc.env:ETALON_TEST_API_KEY}",
         env={"ETALON_TEST_API_KEY": SECRET},
@@ -102,6 +103,7 @@ def test_unreachable_mlflow_warns_and_keeps_local_results(tmp_path: Path) -> Non
         tmp_path,
         "+experiment=quickstart",
         "workload.num_requests=6",
+        "client=local",
         f"tracking.tracking_uri=http://127.0.0.1:{closed_port}",
     )
     assert run.returncode == 0, run.stderr[-3000:]
