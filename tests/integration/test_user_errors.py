@@ -45,7 +45,12 @@ def test_ctrl_c_keeps_records_and_marks_the_summary_partial(tmp_path: Path) -> N
         sys.executable, "-m", "etalon.main", f"hydra.run.dir={run_dir}", "tracking=none", "client=local",
         "workload.num_requests=2000", "workload.arrival.rate_rps=20", "workload.warmup_requests=0",
     ]
-    proc = subprocess.Popen(args, cwd=PROJECT_DIR, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A shell that starts jobs in the background (as CI may) ignores SIGINT in them, and Python keeps
+    # an ignored SIGINT ignored: give the child the default a user's terminal would.
+    proc = subprocess.Popen(
+        args, cwd=PROJECT_DIR, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     records = run_dir / "benchmark" / "records.jsonl"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (not records.exists() or records.stat().st_size < 2000):
