@@ -118,3 +118,22 @@ def test_deadline_slo_without_profile_fails_before_probing(shared):
         _search(make, tmp / "noprofile", slo)
     assert not (tmp / "noprofile" / "capacity_search").exists()
     assert "pipeline=characterize" in NO_PROFILE_MESSAGE
+
+
+def test_concurrency_search_finds_the_engine_batch_limit(shared, tmp_path: Path) -> None:
+    """Closed loop on tiny_engine (max_num_seqs 8, FixedLengths 64 -> 20): up to 8 users all run in
+    the batch and get their first token within ~2 engine steps (< 40 ms); a 9th user waits for a
+    slot, a whole request (~20 steps, ~0.26 s), so with a 0.1 s TTFT limit at p99 exactly 8 passes."""
+    from etalon.stages import capacity_search
+
+    make, _ = shared
+    ctx = make(run_dir=tmp_path / "run")
+    ctx.cfg.workload.arrival = {"_target_": "etalon.core.arrivals.ClosedLoop", "concurrency": 1}
+    ctx.cfg.slo = {"_target_": "etalon.core.slo.TbtTtftSlo", "ttft_s": 0.1, "tbt_s": 0.1, "quantile": 0.99}
+    result = capacity_search.run(
+        ctx, search="concurrency", start_rate_rps=2, precision=0.05, max_probes=12, probe_requests=160,
+        probe_duration_s=3.0, early_stop=True,
+    )
+    assert result.data["max_concurrency"] == 8
+    loads = {p["load"]: p["passed"] for p in result.data["probes"] if not p["short"]}
+    assert loads.get(8.0) is True and loads.get(9.0) is False
