@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +209,10 @@ def _drive(
     total = sum(p.num_requests for p in plans)
     stop_reason: str | None = None
     start_wall_ns = time.time_ns()
-    with open(records_path, "wb") as sink, tqdm(total=total, unit="req", disable=not progress) as bar:
+    # On a terminal the bar redraws in place; in a log file (CI, nohup) a line every 10 s is enough.
+    interactive = sys.stderr.isatty()
+    bar_args = {"mininterval": 0.1 if interactive else 10.0, "ascii": not interactive}
+    with open(records_path, "wb") as sink, tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar:
         collect = _Collector(records, sink, bar)
         try:
             # Every actor is warm before the start is picked, so warm-up never delays a planned send.
