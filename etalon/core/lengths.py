@@ -125,6 +125,64 @@ class ZipfLengths:
         return prompt.astype(np.int64), output.astype(np.int64)
 
 
+def _check_positive(name: str, value: float, minimum: float = 0.0, strict: bool = True) -> None:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or (value <= minimum if strict else value < minimum)):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
+# Upper clip when no max is set: large enough never to bind, small enough to convert to int64 exactly.
+_UNBOUNDED_TOKENS = float(2**62)
+
+
+@dataclass(frozen=True)
+class LogNormalLengths:
+    """Prompt and output lengths from a bivariate log-normal, rounded to integers and clipped.
+
+    ``log(prompt) ~ N(log(prompt_median_tokens), prompt_sigma^2)``, likewise for the output, and the
+    two normals have Pearson correlation ``correlation`` (in log space, not of the raw lengths).
+    Each draw is rounded to the nearest integer and clipped to ``[min_tokens, max_*_tokens]``
+    (no upper clip when a max is None); clipping piles the tail's mass on the bound rather than
+    redrawing, so medians below the bound are unchanged. ``fitted_lengths`` fits one to a trace.
+    """
+
+    prompt_median_tokens: float
+    prompt_sigma: float
+    output_median_tokens: float
+    output_sigma: float
+    correlation: float = 0.0
+    min_tokens: int = 1
+    max_prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("prompt_median_tokens", self.prompt_median_tokens)
+        _check_positive("output_median_tokens", self.output_median_tokens)
+        _check_positive("prompt_sigma", self.prompt_sigma, strict=False)
+        _check_positive("output_sigma", self.output_sigma, strict=False)
+        rho = self.correlation
+        if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not -1.0 <= rho <= 1.0:
+            raise ValueError(f"correlation must be in [-1, 1], got {rho!r}")
+        _check_tokens("min_tokens", self.min_tokens)
+        for name in ("max_prompt_tokens", "max_output_tokens"):
+            if getattr(self, name) is not None:
+                _check_tokens(name, getattr(self, name), minimum=self.min_tokens)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        _check_n(n)
+        z_prompt, z_independent = rng.standard_normal((2, n))
+        rho = float(self.correlation)
+        z_output = rho * z_prompt + math.sqrt(max(1.0 - rho * rho, 0.0)) * z_independent
+        return (self._tokens(self.prompt_median_tokens, self.prompt_sigma, self.max_prompt_tokens, z_prompt),
+                self._tokens(self.output_median_tokens, self.output_sigma, self.max_output_tokens, z_output))
+
+    def _tokens(self, median: float, sigma: float, maximum: int | None, z: np.ndarray) -> np.ndarray:
+        # Clip in log space first so that exp() cannot overflow for extreme sigmas.
+        upper = _UNBOUNDED_TOKENS if maximum is None else float(maximum)
+        log_tokens = np.minimum(math.log(median) + float(sigma) * z, math.log(upper))
+        return np.clip(np.rint(np.exp(log_tokens)), self.min_tokens, upper).astype(np.int64)
+
+
 class EmpiricalLengths:
     """Lengths taken from recorded rows (e.g. a trace): drawn with replacement, or in order.
 
