@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from etalon.core.arrivals import ReplayArrivals
-from etalon.core.lengths import EmpiricalLengths
+from etalon.core.lengths import EmpiricalLengths, LogNormalLengths
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 ETALON_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")
@@ -130,3 +130,34 @@ def trace_lengths(path: str, ordered: bool = False, max_rows: int | None = None)
     """Prompt/output lengths from a trace's rows (in order, or drawn with replacement). For ``_target_`` use."""
     trace = read_trace(path, max_rows)
     return EmpiricalLengths(trace.prompt_tokens, trace.output_tokens, ordered=ordered)
+
+
+def fitted_lengths(path: str, max_rows: int | None = None) -> LogNormalLengths:
+    """Fit a ``LogNormalLengths`` to a trace's prompt/output lengths. For ``_target_`` use.
+
+    Medians are the trace's medians; sigmas are the standard deviations of the log lengths and
+    ``correlation`` the Pearson correlation of the log lengths (the maximum-likelihood log-normal
+    fit, with the median in place of the geometric mean so the typical request matches the trace
+    exactly). The bounds are the trace's own minimum and maxima: a synthetic request is never
+    shorter or longer than any the trace holds, so clipped tails sit where the trace's tails end.
+    """
+    trace = read_trace(path, max_rows)
+    log_prompt = np.log(trace.prompt_tokens.astype(np.float64))
+    log_output = np.log(trace.output_tokens.astype(np.float64))
+    return LogNormalLengths(
+        prompt_median_tokens=float(np.median(trace.prompt_tokens)),
+        prompt_sigma=float(log_prompt.std()),
+        output_median_tokens=float(np.median(trace.output_tokens)),
+        output_sigma=float(log_output.std()),
+        correlation=_log_correlation(log_prompt, log_output),
+        min_tokens=int(min(trace.prompt_tokens.min(), trace.output_tokens.min())),
+        max_prompt_tokens=int(trace.prompt_tokens.max()),
+        max_output_tokens=int(trace.output_tokens.max()),
+    )
+
+
+def _log_correlation(log_prompt: np.ndarray, log_output: np.ndarray) -> float:
+    # A constant column (or a single row) has no defined correlation; independent is the honest fit.
+    if log_prompt.size < 2 or log_prompt.std() == 0.0 or log_output.std() == 0.0:
+        return 0.0
+    return float(np.clip(np.corrcoef(log_prompt, log_output)[0, 1], -1.0, 1.0))
