@@ -9,7 +9,14 @@ from etalon.datasets.tokenizers import (
     TransformersTokenizer,
     load_tokenizer,
 )
-from etalon.datasets.traces import Trace, TraceFileError, read_trace, trace_arrivals, trace_lengths
+from etalon.datasets.traces import (
+    Trace,
+    TraceFileError,
+    fitted_lengths,
+    read_trace,
+    trace_arrivals,
+    trace_lengths,
+)
 
 __all__ = [
     "BUILTIN_TOKENIZERS",
@@ -17,6 +24,7 @@ __all__ = [
     "TokenizerLoadError",
     "Trace",
     "TraceFileError",
+    "fitted_lengths",
     "TransformersTokenizer",
     "load_tokenizer",
     "read_trace",
