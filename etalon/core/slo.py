@@ -59,7 +59,9 @@ class Slo(Protocol):
 
     def judge(self, table: RecordTable) -> SloVerdict: ...
 
-    def certainly_lost(self, table: RecordTable, expected_requests: int) -> str | None: ...
+    def certainly_lost(
+        self, table: RecordTable, expected_requests: int, max_output_tokens: int | None = None
+    ) -> str | None: ...
 
 
 def stat_name(quantile: float) -> str:
@@ -184,7 +186,12 @@ class TbtTtftSlo:
             f"tbt_{stat}_s": (tbt if len(rows) else math.nan, self.tbt_s),
         })
 
-    def certainly_lost(self, table: RecordTable, expected_requests: int) -> str | None:
+    def certainly_lost(
+        self, table: RecordTable, expected_requests: int, max_output_tokens: int | None = None
+    ) -> str | None:
+        """``max_output_tokens``: the most tokens any request of the schedule asks for. The requests
+        still to come may be longer than those finished so far (short ones finish first), so only
+        the schedule bounds their gaps; without it the pooled TBT is judged once all are in."""
         rows = judged_rows(table)
         late_ttft = int(np.count_nonzero(ttft_s(rows) > self.ttft_s))
         needed = violations_to_lose(max(expected_requests, len(rows)), self.quantile)
@@ -193,8 +200,11 @@ class TbtTtftSlo:
             return lost
         # Pooled TBT: bound the final gap count from above, so the verdict is certain.
         gaps, _ = tbt_gaps_s(rows)
-        per_request = int(rows.requested_output_tokens.max(initial=1)) - 1
         remaining = max(expected_requests - len(rows), 0)
+        if remaining and max_output_tokens is None:
+            return None
+        seen = int(np.diff(rows.token_offsets).max(initial=0))
+        per_request = max(max_output_tokens or 0, seen) - 1
         bound = gaps.size + remaining * max(per_request, 0)
         late_tbt = int(np.count_nonzero(gaps > self.tbt_s))
         return _lost("TBT", late_tbt, violations_to_lose(bound, self.quantile), self.quantile,
@@ -237,7 +247,9 @@ class TtftTpotSlo:
             f"tpot_{stat}_s": (quantile_of(tpot_s(rows), self.quantile), self.tpot_s),
         })
 
-    def certainly_lost(self, table: RecordTable, expected_requests: int) -> str | None:
+    def certainly_lost(
+        self, table: RecordTable, expected_requests: int, max_output_tokens: int | None = None
+    ) -> str | None:
         rows = judged_rows(table)
         needed = violations_to_lose(max(expected_requests, len(rows)), self.quantile)
         late_ttft = int(np.count_nonzero(ttft_s(rows) > self.ttft_s))
@@ -321,7 +333,9 @@ class DeadlineSlo:
             hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
         return np.where(finite, hi, np.inf)
 
-    def certainly_lost(self, table: RecordTable, expected_requests: int) -> str | None:
+    def certainly_lost(
+        self, table: RecordTable, expected_requests: int, max_output_tokens: int | None = None
+    ) -> str | None:
         rows = judged_rows(table)
         late = int(np.count_nonzero(self.miss_rates(rows) > self.target_miss_rate))
         needed = violations_to_lose(max(expected_requests, len(rows)), self.quantile)

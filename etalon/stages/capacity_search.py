@@ -194,8 +194,8 @@ def probe(
     return result
 
 
-def _expected_requests(ctx: StageContext, arrival: Any, lengths: Any, settings: SearchSettings) -> int:
-    """Measured requests the probe's schedule holds (an upper bound when a duration cuts it)."""
+def _expected_requests(ctx: StageContext, arrival: Any, lengths: Any, settings: SearchSettings) -> tuple[int, int]:
+    """(measured requests in the schedule, an upper bound if a duration cuts it; most output tokens asked)."""
     from etalon.core.workload import build_schedule
     from etalon.stages.benchmark import max_total_tokens
 
@@ -204,7 +204,7 @@ def _expected_requests(ctx: StageContext, arrival: Any, lengths: Any, settings: 
         arrival, lengths, num_requests=settings.probe_requests, duration_s=settings.probe_duration_s,
         warmup_requests=_warmup(ctx, settings), max_total_tokens=max_total_tokens(ctx.cfg), seed=w.seed,
     )
-    return schedule.measured_requests
+    return schedule.measured_requests, int(schedule.output_tokens.max(initial=0))
 
 
 def _warmup(ctx: StageContext, settings: SearchSettings) -> int:
@@ -217,10 +217,10 @@ def _served(table: RecordTable) -> RecordTable:
     return table.select(~cancelled) if cancelled.any() else table
 
 
-def _early_stop(slo: Any, expected: int) -> Any:
+def _early_stop(slo: Any, expected: tuple[int, int]) -> Any:
     def should_stop(records: list[RequestRecord]) -> str | None:
         table = RecordTable.from_records(records)
-        lost = slo.certainly_lost(table, expected)
+        lost = slo.certainly_lost(table, *expected)
         if lost is not None:
             return f"{STOP_SLO}: {lost}"
         measured = table.select(~table.warmup & table.ok)
@@ -232,7 +232,7 @@ def _early_stop(slo: Any, expected: int) -> Any:
 
 def _measure_probe(
     ctx: StageContext, slo: Any, settings: SearchSettings, arrival: Any, lengths: Any,
-    probe_dir: Path, expected: int,
+    probe_dir: Path, expected: tuple[int, int],
 ) -> tuple[RecordTable, dict[str, Any]]:
     from etalon.stages.benchmark import measure
 
@@ -248,7 +248,7 @@ def _measure_probe(
     reason = m.load.stop_reason
     kind = reason.split(":", 1)[0] if reason and reason.startswith((STOP_SLO, STOP_QUEUE)) else None
     meta = {"stop_reason": reason, "stop_kind": kind, "measured_s": m.load.duration_s,
-            "expected_requests": expected, "interrupted": m.interrupted}
+            "expected_requests": expected[0], "interrupted": m.interrupted}
     if not m.interrupted and not (m.partial and kind is None):
         # Only finished (or deliberately stopped) probes are cached: an interrupted one re-runs.
         (probe_dir / PROBE_META).write_bytes(orjson.dumps(meta))
@@ -256,7 +256,7 @@ def _measure_probe(
 
 
 def _reusable(
-    probe_dir: Path, slo: Any, settings: SearchSettings, expected: int
+    probe_dir: Path, slo: Any, settings: SearchSettings, expected: tuple[int, int]
 ) -> tuple[RecordTable, dict[str, Any]] | None:
     meta_file = probe_dir / PROBE_META
     if not meta_file.exists():
@@ -265,7 +265,7 @@ def _reusable(
     if meta["stop_kind"] is not None and not settings.early_stop:
         return None  # the caller wants full probes
     table = load_table(probe_dir / "records.jsonl")
-    if meta["stop_kind"] == STOP_SLO and slo.certainly_lost(_served(table), expected) is None:
+    if meta["stop_kind"] == STOP_SLO and slo.certainly_lost(_served(table), *expected) is None:
         return None  # stopped under another SLO that this one would not have lost yet: re-measure
     return table, meta
 

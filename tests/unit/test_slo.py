@@ -134,9 +134,9 @@ def test_certainly_lost_pooled_tbt_uses_upper_bound_on_gaps():
     slo = TbtTtftSlo(ttft_s=5.0, tbt_s=0.2, quantile=0.9)
     # 10 expected requests with 11 tokens each -> at most 100 gaps; lower p90 index 89: 11 late needed.
     ten_late = table(rec(0, [10] + [300] * 10, out=11))
-    assert slo.certainly_lost(ten_late, expected_requests=10) is None
+    assert slo.certainly_lost(ten_late, expected_requests=10, max_output_tokens=11) is None
     eleven = table(rec(0, [10] + [300] * 10, out=11), rec(1, [10, 300, 10], out=11))
-    assert slo.certainly_lost(eleven, expected_requests=10) is not None
+    assert slo.certainly_lost(eleven, expected_requests=10, max_output_tokens=11) is not None
 
 
 @pytest.mark.parametrize("make", [
@@ -146,3 +146,21 @@ def test_certainly_lost_pooled_tbt_uses_upper_bound_on_gaps():
 def test_bad_values_name_the_key(make):
     with pytest.raises(SloConfigError, match="slo\\."):
         make()
+
+
+
+def test_certainly_lost_pooled_tbt_bound_uses_the_schedule_not_the_finished_rows():
+    # Short requests finish first: 10 done with 4 tokens (3 gaps) each, every gap late = 30 late.
+    # The 10 still to come ask for 1000 tokens each; if all their gaps are fast, the lower p99 of
+    # 30 + 10 * 999 gaps is fast, so the probe can still pass and must not be stopped.
+    slo = TbtTtftSlo(ttft_s=5.0, tbt_s=0.2, quantile=0.99)
+    done = [rec(i, [10, 300, 300, 300], out=4) for i in range(10)]
+    # Without the schedule's maximum nothing bounds the remaining gaps: no early verdict.
+    assert slo.certainly_lost(table(*done), expected_requests=20) is None
+    assert slo.certainly_lost(table(*done), expected_requests=20, max_output_tokens=1000) is None
+    full = table(*done, *[rec(i, [10] + [20] * 999, out=1000) for i in range(10, 20)])
+    assert slo.judge(full).passed  # ... and indeed the full run passes
+    # With short remaining requests the 30 late gaps are enough: 30 + 10 * 3 gaps, 2 needed.
+    assert slo.certainly_lost(table(*done), expected_requests=20, max_output_tokens=4) is not None
+    # Once every request is in, the count is exact and the verdict certain.
+    assert slo.certainly_lost(table(*done), expected_requests=10) is not None
