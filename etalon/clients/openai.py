@@ -179,6 +179,8 @@ class OpenAIStreamingClient:
                     if _is_done(payload):
                         state.done = True
                         continue
+                    if not payload.strip():
+                        continue  # an empty data field dispatches no event (SSE): a keep-alive
                     state.fail("malformed_chunk", f"cannot parse SSE event: {event[:200]!r}")
                     return
         if not state.done:

@@ -230,3 +230,20 @@ def test_spread_token_times_rule() -> None:
     assert spread_token_times([10, 20, 30], ["a", "b", "c"], 2) == [10, 20]
     assert spread_token_times([10, 20], ["ab", "abcdef"], 6) == [10, 10, 20, 20, 20, 20]
     assert spread_token_times([], [], 3) == []
+
+
+def test_sse_framing_edge_cases(server: ScriptedServer) -> None:
+    """``data:`` without a space, comments and ``id:``/``event:`` lines, an empty ``data:`` event
+    (not dispatched by the SSE rules: a keep-alive, not a malformed chunk), ``\\r\\n`` split between
+    the ``\\r`` and the ``\\n`` across reads, and several events in one read."""
+    two = b'data:{"choices":[{"delta":{"content":"b"}}]}\r\n\r\n' + chat("c")
+    server.scripts["edge"] = [
+        chat(role="assistant"), b": ping\n\n", b"data:\n\n", b"data: \r\n\r\n",
+        b'id: 1\nevent: message\n: note\ndata: {"choices":[{"delta":{"content":"a"}}]}\r', 0.05,
+        b"\n\r\n", two, usage(3), DONE,
+    ]
+    rec = send(server.spec("edge"))
+    assert (rec.status, rec.error_type, rec.error_message) == ("ok", None, None)
+    assert rec.output_tokens == 3 and len(rec.token_ns) == 3 and rec.token_ns == sorted(rec.token_ns)
+    # "a" completes only with the read that brings its blank line, 50 ms after its first bytes.
+    assert rec.token_ns[0] - rec.sent_ns >= 45 * MS
