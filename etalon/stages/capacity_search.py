@@ -282,10 +282,10 @@ def judge_probe(
     from etalon.stages.benchmark import summarize_table
 
     served = _served(table)
-    stopped = meta["stop_kind"] is not None
-    summary, verdict = summarize_table(served, slo, partial=bool(stopped or meta["interrupted"]))
+    stopped, truncated = meta["stop_kind"] is not None, meta["stop_reason"] is not None or bool(meta["interrupted"])
+    summary, verdict = summarize_table(served, slo, partial=truncated)
     scalars = {k: float(v) for k, v in summary.scalars().items() if v is not None}
-    passed = verdict is not None and verdict.passed and not stopped
+    passed = verdict is not None and verdict.passed and not truncated
     value = math.nan if verdict is None else verdict.value
     p = Probe(
         load=load, passed=passed, value=value, threshold=math.nan if verdict is None else verdict.threshold,

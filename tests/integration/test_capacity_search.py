@@ -137,3 +137,27 @@ def test_concurrency_search_finds_the_engine_batch_limit(shared, tmp_path: Path)
     assert result.data["max_concurrency"] == 8
     loads = {p["load"]: p["passed"] for p in result.data["probes"] if not p["short"]}
     assert loads.get(8.0) is True and loads.get(9.0) is False
+
+
+@pytest.mark.parametrize("stop_reason, interrupted", [("load actor failed: RuntimeError: boom", False),
+                                                      ("interrupted", True)])
+def test_truncated_probe_never_passes(tmp_path: Path, stop_reason: str, interrupted: bool) -> None:
+    """A probe cut short by an actor failure or Ctrl-C judged only the requests that finished
+    early; they may look fine, but the load was not carried: not a pass, and the summary is partial."""
+    from etalon.core.records import RecordTable, RequestRecord
+    from etalon.core.slo import TbtTtftSlo
+    from etalon.stages.capacity_search import judge_probe
+
+    ms = 1_000_000
+    fast = [RequestRecord(request_id=i, scheduled_ns=i * 100 * ms, sent_ns=i * 100 * ms,
+                          first_token_ns=i * 100 * ms + 10 * ms, token_ns=[i * 100 * ms + 10 * ms, i * 100 * ms + 20 * ms],
+                          end_ns=i * 100 * ms + 20 * ms, output_tokens=2, requested_output_tokens=2) for i in range(5)]
+    meta = {"stop_reason": stop_reason, "stop_kind": None, "interrupted": interrupted, "measured_s": 0.5}
+    slo = TbtTtftSlo(ttft_s=1.0, tbt_s=0.1)
+    run = judge_probe(slo, RecordTable.from_records(fast), 4.0, meta, cached=False, duration_s=0.5,
+                      records_path=tmp_path / "records.jsonl")
+    assert not run.probe.passed
+    assert run.scalars["partial"] == 1.0
+    complete = judge_probe(slo, RecordTable.from_records(fast), 4.0, {**meta, "stop_reason": None, "interrupted": False},
+                           cached=False, duration_s=0.5, records_path=tmp_path / "records.jsonl")
+    assert complete.probe.passed and complete.scalars["partial"] == 0.0
