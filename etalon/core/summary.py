@@ -140,7 +140,7 @@ def _request_metrics(
             output_tokens=t.output_tokens,
             token_count=count,
             ttft_s=_nan_where((first_ns - t.sent_ns) / metrics.NS_PER_S, ok_tok),
-            tpot_s=_nan_where(tpot_s, t.ok & (count >= 2)),
+            tpot_s=_nan_where(np.where(count >= 2, tpot_s, 0.0), t.ok),  # DESIGN: 0 if n < 2
             e2e_s=_nan_where(e2e_s, t.ok),
             normalized_e2e_s=_nan_where(e2e_s / out_tokens, e2e_ok & (out_tokens > 0)),
             output_throughput_tokens_per_s=_nan_where(out_tokens / e2e_s, e2e_ok),
@@ -189,7 +189,7 @@ def _rates(
 
 
 def _throughput_views(ok_table: RecordTable, req: RequestMetrics, gaps_s: np.ndarray) -> dict[str, float]:
-    tpot = req.tpot_s[np.isfinite(req.tpot_s)]
+    tpot = req.tpot_s[np.isfinite(req.tpot_s) & (req.token_count >= 2)]  # rows with a gap
     views = metrics.throughput_views_ragged(tpot, ok_table.token_ns, ok_table.token_offsets, gaps_s)
     keys = ("throughput_tpot_tokens_per_s", "throughput_tbt_tokens_per_s", "throughput_deadline_tokens_per_s")
     return dict(zip(keys, views))

@@ -159,3 +159,22 @@ def test_empty_and_all_error_runs_do_not_raise():
     assert s.errors_by_http_status == {"503": 4}
     assert all(math.isfinite(v) for v in s.scalars().values())
     json.dumps(s.to_dict())
+
+
+def test_tpot_is_zero_below_two_tokens_as_in_the_contract_and_the_slo():
+    """DESIGN: tpot = mean(x_1..x_{n-1}), 0 if n < 2; the TTFT/TPOT SLO judges it so too."""
+    from etalon.core.slo import TtftTpotSlo, tpot_s
+
+    table = RecordTable.from_records([
+        _rec(0, 0, 0, [100], 100),  # one token: TPOT 0
+        _rec(1, 1000, 1000, [1100, 1140, 1200], 1200),  # gaps .04 .06: TPOT .05
+    ])
+    s = summarize(table, ttft_deadline_s=1.0, tbt_deadline_s=0.05)
+    assert s.requests.tpot_s.tolist() == pytest.approx([0.0, 0.05])
+    assert s.scalars()["tpot_mean_s"] == pytest.approx(0.025)
+    assert s.scalars()["tpot_min_s"] == 0.0
+    assert tpot_s(table).tolist() == pytest.approx(s.requests.tpot_s.tolist())
+    verdict = TtftTpotSlo(ttft_s=1.0, tpot_s=1.0, quantile=0.5).judge(table)
+    assert verdict.values["tpot_p50_s"] == pytest.approx(0.0)  # lower median of [0, .05]
+    # The 1 / mean(TPOT) throughput view is over requests that have a gap.
+    assert s.scalars()["throughput_tpot_tokens_per_s"] == pytest.approx(20.0)
