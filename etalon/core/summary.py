@@ -14,6 +14,7 @@ from etalon.core.records import RecordTable
 
 CURVE_TARGETS_S = np.arange(1, 101) / 1000.0  # p99 miss-rate curve: TBT targets 1..100 ms
 THROUGHPUT_VIEW_MISS_RATE = 0.1
+CANCELLED = "cancelled"  # error_type of a request the client cancelled when it stopped the run
 
 # (metric, unit) in the order reports list them; unit "" for unitless metrics.
 DISTRIBUTIONS: tuple[tuple[str, str], ...] = (
@@ -241,7 +242,9 @@ def summarize(
     slo_ok: np.ndarray | None = None,
     partial: bool = False,
 ) -> RunSummary:
-    """Summarise a run (DESIGN section 3). Warm-up rows are excluded from everything.
+    """Summarise a run (DESIGN section 3). Warm-up rows are excluded from everything, and so are
+    requests the client itself cancelled when a run was stopped (Ctrl-C, early stop): they say
+    nothing about the server and are only counted (``requests_cancelled``).
 
     ``ttft_deadline_s`` (``Dp``) is a scalar or one value per table row; ``tbt_deadline_s`` is ``Dd``.
     Goodput counts requests meeting the SLO: ``slo_ok`` (a mask over the table's rows) if given, else
@@ -249,7 +252,8 @@ def summarize(
     Latency distributions use ok rows; dispatch lag uses every measured row.
     """
     metrics.check_target_miss_rate(target_miss_rate)
-    measured = ~table.warmup
+    cancelled = table.error_type == CANCELLED
+    measured = ~table.warmup & ~cancelled
     dp_s = _per_row(ttft_deadline_s, len(table), "ttft_deadline_s")[measured]
     slo = None if slo_ok is None else _per_row(slo_ok, len(table), "slo_ok")[measured] > 0
     t = table.select(measured) if not measured.all() else table
@@ -272,6 +276,7 @@ def summarize(
             "ok": by_status["ok"],
             "error": by_status["error"],
             "warmup": int(table.warmup.sum()),
+            "cancelled": int((cancelled & ~table.warmup).sum()),
         },
         measurement_window_s=window_s,
         distributions=_distributions(req, gaps_s),

@@ -78,6 +78,8 @@ def _count_lines(summary: RunSummary) -> list[str]:
         f"requests: {c['total']} measured ({c['ok']} ok, {c['error']} error), {c['warmup']} warm-up excluded; "
         f"window {summary.measurement_window_s:.3f} s"
     ]
+    if c.get("cancelled"):
+        lines.append(f"{c['cancelled']} requests cancelled by the client when the run stopped (not measured)")
     if summary.errors_by_http_status or summary.errors_by_type:
         codes = ", ".join(f"{k}: {v}" for k, v in summary.errors_by_http_status.items())
         types = ", ".join(f"{k}: {v}" for k, v in summary.errors_by_type.items())

@@ -178,3 +178,17 @@ def test_tpot_is_zero_below_two_tokens_as_in_the_contract_and_the_slo():
     assert verdict.values["tpot_p50_s"] == pytest.approx(0.0)  # lower median of [0, .05]
     # The 1 / mean(TPOT) throughput view is over requests that have a gap.
     assert s.scalars()["throughput_tpot_tokens_per_s"] == pytest.approx(20.0)
+
+
+def test_requests_the_client_cancelled_are_counted_not_measured():
+    """Ctrl-C cancels in-flight requests: they are the client's doing, not server errors."""
+    records = [
+        _rec(1, 1000, 1000, [1100, 1120], 1150),
+        _rec(2, 1500, 1500, [1700], 2000, status="error", error_type="cancelled"),
+        _rec(3, 1900, 2600, [], 2600, status="error", error_type="cancelled"),  # never started
+    ]
+    s = summarize(RecordTable.from_records(records), ttft_deadline_s=1.0, tbt_deadline_s=0.05).scalars()
+    assert (s["requests_total"], s["requests_ok"], s["requests_error"], s["requests_cancelled"]) == (1, 1, 0, 1 + 1)
+    assert s["error_rate"] == 0.0
+    assert s["dispatch_lag_max_s"] == 0.0  # the never-started one's 0.7 s "lag" is not a measurement
+    assert s["ttft_max_s"] == pytest.approx(0.1)
