@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import orjson
 
@@ -212,17 +215,21 @@ def _drive(
     # On a terminal the bar redraws in place; in a log file (CI, nohup) a line every 10 s is enough.
     interactive = sys.stderr.isatty()
     bar_args = {"mininterval": 0.1 if interactive else 10.0, "ascii": not interactive}
-    with open(records_path, "wb") as sink, tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar:
+    with (
+        open(records_path, "wb") as sink,
+        tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
+        _interrupt_flag() as interrupted,
+    ):
         collect = _Collector(records, sink, bar)
+        infos: list[dict[str, Any]] = []
         try:
             # Every actor is warm before the start is picked, so warm-up never delays a planned send.
             backend.prepare(plans, settings.warm_connections)
             start_wall_ns = time.time_ns() + int(settings.start_delay_s * 1e9)
             infos = backend.start(start_wall_ns)
-            stop_reason = _poll_until_done(backend, collect, settings, should_stop)
-        except KeyboardInterrupt:
+            stop_reason = _poll_until_done(backend, collect, settings, should_stop, interrupted)
+        except KeyboardInterrupt:  # only where the flag could not be installed (not the main thread)
             stop_reason = STOP_INTERRUPTED
-            infos = []
         if stop_reason is not None:
             backend.stop()
             collect(backend.poll()[0])
@@ -241,10 +248,12 @@ def _poll_until_done(
     collect: _Collector,
     settings: LoadSettings,
     should_stop: Callable[[list[RequestRecord]], str | None] | None,
+    interrupted: threading.Event,
 ) -> str | None:
     """Drain every ``drain_interval_s`` until all actors finish; return a stop reason or None."""
     while True:
-        time.sleep(settings.drain_interval_s)
+        if interrupted.wait(settings.drain_interval_s):
+            return STOP_INTERRUPTED
         batch, statuses = backend.poll()
         collect(batch)
         errors = [s["error"] for s in statuses if s["error"]]
@@ -254,6 +263,25 @@ def _poll_until_done(
             return reason
         if all(s["done"] for s in statuses):
             return None
+
+
+@contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """Ctrl-C sets a flag the poll loop checks instead of raising wherever the main thread is, so a
+    batch already drained from the actors is always written before the run stops."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # the user asked for Ctrl-C to be ignored: keep it that way
+        yield flag
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Collector:

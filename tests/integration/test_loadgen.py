@@ -187,6 +187,19 @@ def test_interrupt_returns_partial_result(server: PacedServer, tmp_path: Path) -
     assert len(read_jsonl(tmp_path / "r.jsonl")) == len(ids)
 
 
+def test_real_ctrl_c_stops_the_run_and_keeps_every_drained_record(server: PacedServer, tmp_path: Path) -> None:
+    import signal
+    import threading
+
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    result = run(schedule(300, gap_ms=10, out=30), server.spec(0.0, 0.01), tmp_path / "r.jsonl")
+    assert result.partial and result.stop_reason == "interrupted"
+    ids = [r.request_id for r in result.records]
+    assert 0 < len(ids) < 300 and len(ids) == len(set(ids))
+    assert len(read_jsonl(tmp_path / "r.jsonl")) == len(ids)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
 def test_actor_stop_turns_inflight_into_cancelled_records(server: PacedServer) -> None:
     sched = schedule(50, gap_ms=10, out=50)
     (plan,) = split_plans(sched, build_requests(sched, ["p"] * 50), 1, 1024)
