@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,6 @@ from etalon.runner.errors import USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
 from etalon.runner.tracking import PARENT_TAG, tracked_run
-
-log = logging.getLogger("etalon")
-
 
 def load_config(dcfg: DictConfig) -> EtalonConfig:
     """Resolve and convert once; every cross-field check runs here, before any request is sent."""

@@ -191,13 +191,18 @@ def test_real_ctrl_c_stops_the_run_and_keeps_every_drained_record(server: PacedS
     import signal
     import threading
 
-    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-    result = run(schedule(300, gap_ms=10, out=30), server.spec(0.0, 0.01), tmp_path / "r.jsonl")
+    # As at a terminal: a shell that runs this suite in the background would have SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        result = run(schedule(300, gap_ms=10, out=30), server.spec(0.0, 0.01), tmp_path / "r.jsonl")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.partial and result.stop_reason == "interrupted"
     ids = [r.request_id for r in result.records]
     assert 0 < len(ids) < 300 and len(ids) == len(set(ids))
     assert len(read_jsonl(tmp_path / "r.jsonl")) == len(ids)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
 def test_actor_stop_turns_inflight_into_cancelled_records(server: PacedServer) -> None:
