@@ -16,6 +16,7 @@ from etalon.sim.streams import TokenStream
 EARLY_NS = 50_000
 # An engine that falls this far behind its step deadlines restarts its clock instead of bursting.
 MAX_STEP_LAG_NS = 5_000_000
+IDLE_LOOKBACK_NS = 50_000_000  # an idle engine starts its step at most this long before "now"
 
 
 class PreciseSleeper:
@@ -123,6 +124,9 @@ class EngineScheduler:
         self._ids = itertools.count()
         self._work = asyncio.Event()
         self.steps = 0
+        # Earliest arrival since the engine went idle: an idle engine's first step starts then, so
+        # the API layer's work (reading the body, counting prompt tokens) is not modelled latency.
+        self._idle_arrival_ns: int | None = None
 
     def running(self) -> int:
         return len(self.core.running)
@@ -141,6 +145,8 @@ class EngineScheduler:
         self.streams[seq_id] = stream
         self.core.add(seq_id, stream.spec.prompt_tokens, stream.spec.output_tokens)
         stream.seq_id = seq_id
+        if self._idle_arrival_ns is None or arrival_ns < self._idle_arrival_ns:
+            self._idle_arrival_ns = arrival_ns
         self._work.set()
 
     def abort(self, stream: TokenStream) -> None:
@@ -156,8 +162,11 @@ class EngineScheduler:
                 step_start_ns = None
                 continue
             now_ns = time.monotonic_ns()
-            if step_start_ns is None or now_ns - step_start_ns > MAX_STEP_LAG_NS:
+            if step_start_ns is None:
+                step_start_ns = max(min(self._idle_arrival_ns or now_ns, now_ns), now_ns - IDLE_LOOKBACK_NS)
+            elif now_ns - step_start_ns > MAX_STEP_LAG_NS:
                 step_start_ns = now_ns
+            self._idle_arrival_ns = None
             plan = self.core.schedule()
             if not plan.items:
                 self._work.clear()
