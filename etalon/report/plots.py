@@ -11,9 +11,9 @@ from matplotlib.figure import Figure  # Figure without pyplot: headless (Agg can
 from etalon.core.metrics import NS_PER_S, pooled_gaps_s
 from etalon.core.records import RecordTable
 from etalon.core.summary import RunSummary
+from etalon.report.figures import new_figure, save_figure
 
 _MAX_CDF_POINTS = 200_000  # pooled TBT can hold tens of millions of values: plot a fixed-seed sample
-_DPI = 110
 
 
 def write_plots(run_dir: Path, table: RecordTable, summary: RunSummary) -> list[Path]:
@@ -28,8 +28,7 @@ def write_plots(run_dir: Path, table: RecordTable, summary: RunSummary) -> list[
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=_DPI)
-    return path
+    return save_figure(fig, path)
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
@@ -64,7 +63,7 @@ def _latency_cdfs(table: RecordTable, summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
     ok = table.select(table.ok) if not table.ok.all() else table
-    fig = Figure(figsize=(13, 7.5), layout="constrained")
+    fig = new_figure((13, 7.5))
     axes = fig.subplots(2, 3).ravel()
     _cdf(axes[0], req.ttft_s, "TTFT", 1e3, "ms")
     _cdf(axes[1], pooled_gaps_s(ok.token_ns, ok.token_offsets), "TBT", 1e3, "ms")
@@ -79,7 +78,7 @@ def _latency_cdfs(table: RecordTable, summary: RunSummary) -> Figure:
 def _ttft_by_prompt(summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
-    fig = Figure(figsize=(9, 5), layout="constrained")
+    fig = new_figure((9, 5))
     ax = fig.subplots()
     ok = np.isfinite(req.ttft_s) & (req.prompt_tokens > 0)
     prompt, ttft_ms = req.prompt_tokens[ok], req.ttft_s[ok] * 1e3
@@ -120,7 +119,7 @@ def _timeline_picks(fluidity: np.ndarray) -> list[tuple[str, int]]:
 def _token_timeline(table: RecordTable, summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
-    fig = Figure(figsize=(10, 5.5), layout="constrained")
+    fig = new_figure((10, 5.5))
     ax = fig.subplots()
     ax.set_xlabel("time since send (s)")
     ax.set_ylabel("output tokens received")
@@ -143,7 +142,7 @@ def _token_timeline(table: RecordTable, summary: RunSummary) -> Figure:
 
 
 def _miss_rate_curve(summary: RunSummary) -> Figure:
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    fig = new_figure((8, 5))
     ax = fig.subplots()
     ax.set_xlabel("target TBT deadline (ms)")
     ax.set_ylabel("p99 over requests of the deadline miss rate")
@@ -166,7 +165,7 @@ def _miss_rate_curve(summary: RunSummary) -> Figure:
 
 
 def _throughput_views(summary: RunSummary) -> Figure:
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = new_figure((7, 4.5))
     ax = fig.subplots()
     views = [
         ("1 / mean(TPOT)", "throughput_tpot_tokens_per_s"),

@@ -71,17 +71,15 @@ def _plot(frame: pd.DataFrame, path: Path) -> Path | None:
     numeric = [c for c in swept if pd.to_numeric(frame[c], errors="coerce").notna().all()]
     if not numeric or not metrics:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from etalon.report.figures import new_figure, save_figure
 
     x_name = numeric[0]
     x = pd.to_numeric(frame[x_name])
     order = x.argsort()
     cols = min(3, len(metrics))
     rows = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig = new_figure((4.2 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         ax.plot(x.iloc[order], frame[metric].iloc[order], marker="o")
         ax.set_xlabel(x_name)
@@ -90,7 +88,4 @@ def _plot(frame: pd.DataFrame, path: Path) -> Path | None:
     for ax in list(axes.flat)[len(metrics) :]:
         ax.set_visible(False)
     fig.suptitle(f"Sweep over {x_name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -129,16 +129,14 @@ def compare(ctx: StageContext, outcomes: list[SearchOutcome], search_kind: str) 
 
 def plot_comparison(path: Path, rows: list[dict[str, Any]], load_col: str) -> Path:
     """Bars: capacity per config (left) and output tokens/s at that capacity (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from etalon.report.figures import new_figure, save_figure
 
     labels = [r["config"] for r in rows]
     caps = [r[load_col] or 0.0 for r in rows]
     fluid = any(r[FLUID_KEY] is not None for r in rows)
     tokens = [(r[FLUID_KEY] if fluid else r["output_tokens_per_s"]) or 0.0 for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 2.2 * len(rows) + 3), 4.8))
+    fig = new_figure((max(8.0, 2.2 * len(rows) + 3), 4.8))
+    axes = fig.subplots(1, 2)
     unit = "requests/s" if load_col == "max_rate_rps" else "concurrent requests"
     panels = [(axes[0], caps, f"capacity ({unit})", "tab:blue"),
               (axes[1], tokens, ("fluid token generation rate" if fluid else "output tokens/s") + " at capacity "
@@ -151,10 +149,7 @@ def plot_comparison(path: Path, rows: list[dict[str, Any]], load_col: str) -> Pa
         ax.set_xlabel("config")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("capacity per config (highest load meeting the SLO)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["SearchConfig", "SearchOutcome", "SearchRunner", "compare", "parse_configs", "run_parallel"]

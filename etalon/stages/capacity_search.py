@@ -366,12 +366,10 @@ def write_probes_csv(path: Path, runs: list[ProbeRun], search_kind: str) -> None
 
 def plot_capacity(path: Path, runs: list[ProbeRun], settings: SearchSettings, best: ProbeRun | None) -> Path:
     """Probed load vs judged SLO metric, with the threshold line and the found capacity."""
-    import matplotlib
+    from etalon.report.figures import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure((7, 4.5))
+    ax = fig.subplots()
     ordered = sorted(runs, key=lambda r: r.probe.load)
     x = np.array([r.probe.load for r in ordered])
     y = np.array([r.probe.value for r in ordered], dtype=np.float64)
@@ -391,10 +389,7 @@ def plot_capacity(path: Path, runs: list[ProbeRun], settings: SearchSettings, be
     ax.set_title("capacity search: o pass, x fail", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["ProbeRun", "SearchSettings", "capacity", "finish", "judge_probe", "probe", "resolve_slo", "run", "search"]

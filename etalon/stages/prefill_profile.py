@@ -194,15 +194,13 @@ def plot_profile(
     predictor: PrefillPredictor,
 ) -> Path:
     """Measured TTFTs, the per-length statistic, the fit and its extrapolation to 2x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from etalon.report.figures import new_figure, save_figure
 
     top = int(lengths.max())
     inside = np.linspace(0, top, 200)
     beyond = np.linspace(top, 2 * top, 100)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure((7, 4.5))
+    ax = fig.subplots()
     ax.scatter(p, y * 1e3, s=10, alpha=0.35, color="tab:gray", label="measured TTFT")
     ax.scatter(lengths, values * 1e3, s=30, color="tab:blue", label="per-length statistic", zorder=3)
     ax.plot(inside, predictor.predict_s(inside) * 1e3, color="tab:orange", label="fit")
@@ -215,10 +213,7 @@ def plot_profile(
     )
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def load_profile(path: str | Path) -> PrefillPredictor:
