@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,13 @@ class CliRun:
     stderr: str
     run_dir: Path
     mlflow_uri: str
+
+
+def free_port() -> int:
+    """A port the OS just handed out and nobody listens on now (tests never use a fixed port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from etalon.clients.openai import (
     preflight,
     spread_token_times,
 )
+from tests.integration.etalon_cli import free_port
 from tests.integration.threaded_server import ThreadedServer
 
 MS = 1_000_000
@@ -193,12 +193,6 @@ def test_timeout_becomes_record(server: ScriptedServer) -> None:
     rec = send(server.spec("slow", timeout_s=0.3))
     assert rec.status == "error" and rec.error_type == "timeout"
     assert 0.25e9 <= rec.end_ns - rec.sent_ns <= 1.5e9 and len(rec.token_ns) == 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_connection_refused_record_and_preflight(server: ScriptedServer) -> None:

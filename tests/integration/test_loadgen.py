@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from etalon.core.workload import Schedule
 from etalon.loadgen import LoadSettings, run_load
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.plan import build_requests, split_plans
+from tests.integration.etalon_cli import free_port
 from tests.integration.threaded_server import ThreadedServer
 
 MS = 1_000_000
@@ -269,9 +269,7 @@ def test_warm_up_opens_the_first_rounds_connections(
 
 
 def test_warm_up_against_a_dead_endpoint_fails_clearly(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     spec = EndpointSpec(base_url=f"http://127.0.0.1:{port}/v1", model="m", connect_timeout_s=2.0)
     t0 = time.monotonic()
     with pytest.raises(EndpointUnreachableError, match=f"warm-up.*127.0.0.1:{port}/v1/models"):

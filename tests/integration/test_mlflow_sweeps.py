@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import orjson
 import pytest
 
 from etalon.config import TrackingConfig
-from tests.integration.etalon_cli import cli_env, run_cli
+from tests.integration.etalon_cli import cli_env, free_port, run_cli
 
 SWEEP = ("+experiment=quickstart", "workload.num_requests=12", "workload.warmup_requests=0", "client.progress=false")
 SECRET = "sk-etalon-test-4f9c2e7a91d3"
@@ -98,7 +97,7 @@ def test_api_key_from_environment_never_reaches_params_tags_artifacts_or_files(t
 
 
 def test_unreachable_mlflow_warns_and_keeps_local_results(tmp_path: Path) -> None:
-    closed_port = _free_port()
+    closed_port = free_port()
     run = run_cli(
         tmp_path,
         "+experiment=quickstart",
@@ -111,15 +110,9 @@ def test_unreachable_mlflow_warns_and_keeps_local_results(tmp_path: Path) -> Non
     assert (run.run_dir / "benchmark" / "summary.json").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     env = cli_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     proc = subprocess.Popen(
         [

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.etalon_cli import PROJECT_DIR, cli_env, run_cli
+from tests.integration.etalon_cli import PROJECT_DIR, cli_env, free_port, run_cli
 
+CLOSED_URL = f"http://127.0.0.1:{free_port()}/v1"
 FAST = ("tracking=none", "client=local", "workload.num_requests=4", "workload.warmup_requests=0")
 
 
@@ -25,7 +26,7 @@ FAST = ("tracking=none", "client=local", "workload.num_requests=4", "workload.wa
         (("workload=closed_loop", "workload.arrival.concurrency=0"), "concurrency"),
         (("workload=azure_conv", "workload.arrival.path=/nonexistent/trace.csv"), "/nonexistent/trace.csv"),
         (("workload.max_total_tokens=100000",), "model.context_tokens=8192"),
-        (("endpoint=openai_chat", "endpoint.base_url=http://127.0.0.1:9/v1"), "cannot reach http://127.0.0.1:9/v1"),
+        (("endpoint=openai_chat", f"endpoint.base_url={CLOSED_URL}"), f"cannot reach {CLOSED_URL}"),
         (("endpoint.api_key_env=ETALON_NO_SUCH_KEY_VAR",), "ETALON_NO_SUCH_KEY_VAR is not set"),
         (("sim.served_model_name=another-model",), "'etalon-sim' is not served"),
     ],
