@@ -56,6 +56,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     )
     from etalon.report import format_summary, write_report
 
+    _add_intervals(ctx, m, slo)
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
     if ctx.cfg.print_summary:
@@ -76,6 +77,18 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
         artifacts=artifacts,
         partial=m.partial,
     )
+
+
+def _add_intervals(ctx: StageContext, m: Measurement, slo: Any) -> None:
+    """Bootstrap confidence intervals of the headline metrics, added to summary.json."""
+    if ctx.cfg.bootstrap_replicates < 1 or m.summary.counts.get("ok", 0) == 0:
+        return
+    from etalon.stages.analysis import intervals_block, run_sample
+
+    sample = run_sample(m.table, slo, m.summary.measurement_window_s)
+    block = intervals_block(sample, level=ctx.cfg.confidence_level, replicates=ctx.cfg.bootstrap_replicates,
+                            seed=ctx.cfg.workload.seed)
+    write_summary(ctx.stage_dir / SUMMARY_FILE, m.summary, m.verdict, {"confidence_intervals": block})
 
 
 def measure(
@@ -125,10 +138,17 @@ def measure(
     )
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
-    (out_dir / SUMMARY_FILE).write_bytes(
-        orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
+    write_summary(out_dir / SUMMARY_FILE, summary, verdict)
     return Measurement(records_path, table, summary, load, verdict, load.partial)
+
+
+def write_summary(path: Path, summary: Any, verdict: Any, extra: dict[str, Any] | None = None) -> None:
+    """summary.json: the run summary, ``slo_passed`` and the SLO's judged values (and ``extra``)."""
+    payload = summary.to_dict()
+    payload["slo_passed"] = None if verdict is None else bool(verdict.passed)
+    payload["slo"] = _verdict_dict(verdict)
+    payload.update(extra or {})
+    path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:
@@ -211,4 +231,5 @@ def _arrival(ctx: StageContext, rate_from: str | None, rate_rps: float | None) -
 def _verdict_dict(verdict: Any) -> dict[str, Any] | None:
     if verdict is None:
         return None
-    return {"passed": verdict.passed, "metric": verdict.metric, "value": verdict.value, "threshold": verdict.threshold}
+    return {"passed": verdict.passed, "metric": verdict.metric, "value": verdict.value, "threshold": verdict.threshold,
+            "values": dict(verdict.values), "limits": dict(getattr(verdict, "limits", {}) or {})}
