@@ -9,9 +9,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from etalon.config import EtalonConfig
-from etalon.runner.errors import USER_ERRORS, describe
+from etalon.runner.errors import SLO_FAILED_EXIT, SLO_FAILED_MARKER, USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
+from etalon.runner.closing import closing_verdict, run_name
 from etalon.runner.tracking import PARENT_TAG, tracked_run
 
 def load_config(dcfg: DictConfig) -> EtalonConfig:
@@ -29,7 +30,7 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
     try:
-        return _run(dcfg, run_dir, hydra_cfg)
+        value, slo_failed = _run(dcfg, run_dir, hydra_cfg)
     except USER_ERRORS as exc:
         message = describe(exc)
         print(f"etalon: error: {message}", file=sys.stderr, flush=True)
@@ -42,9 +43,15 @@ def run_experiment(dcfg: DictConfig) -> float | None:
         if multirun:
             raise
         sys.exit(130)
+    if slo_failed:
+        (run_dir / SLO_FAILED_MARKER).write_text("the SLO failed\n")
+        if not multirun:
+            sys.exit(SLO_FAILED_EXIT)  # the verdict block printed last says so
+    return value
 
 
-def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
+def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> tuple[float | None, bool]:
+    """(main metric, whether the SLO failed with fail_on_slo=true)."""
     from etalon.runner.endpoint import endpoint_key, live_endpoint
     from etalon.runner.locks import endpoint_lock
 
@@ -54,18 +61,21 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
     parent_id = _sweep_parent_id(hydra_cfg)
     if parent_id:
         tags[PARENT_TAG] = parent_id
-    name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.pipeline.name}"
+    name = cfg.tracking.run_name or run_name(cfg, hydra_cfg)
+    url: list[str] = []
     # Jobs of a Ray sweep that measure the same endpoint wait for each other here.
     with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or "")), tracked_run(cfg.tracking, name, tags) as tracker:
-        tracker.log_params(tracking_params(cfg, dcfg, secrets))
-        tracker.log_artifacts([run_dir / "resolved_config.yaml"])
-        _announce(cfg, tracker)
-        check_components(cfg)  # inside the run, so a bad value marks it FAILED with the reason
-        with live_endpoint(cfg) as (endpoint, key):
-            tracker.set_tags({"endpoint.base_url": endpoint.base_url})
-            results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
+        with closing_verdict(cfg, run_dir, url, tracker) as outcome:
+            tracker.log_params(tracking_params(cfg, dcfg, secrets))
+            tracker.log_artifacts([run_dir / "resolved_config.yaml"])
+            _announce(cfg, tracker)
+            check_components(cfg)  # inside the run, so a bad value marks it FAILED with the reason
+            with live_endpoint(cfg) as (endpoint, key):
+                url.append(endpoint.base_url)
+                tracker.set_tags({"endpoint.base_url": endpoint.base_url})
+                results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
     last = list(results.values())[-1]
-    return last.scalars.get("output_tokens_per_s")
+    return last.scalars.get("output_tokens_per_s"), cfg.fail_on_slo and outcome.slo_failed
 
 
 def _validated(dcfg: DictConfig) -> EtalonConfig:

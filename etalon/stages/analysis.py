@@ -44,6 +44,24 @@ def _fluidity(t: RecordTable, slo: Any, has_token: np.ndarray) -> np.ndarray:
     return np.where(has_token, 1.0 - miss_rates(missed, total), np.nan)
 
 
+def steady_rates(table: RecordTable) -> dict[str, float]:
+    """Rates over the steady window, first planned send to last actual send (the drain after the
+    last send excluded): output tokens and completed requests that arrived inside it, per second."""
+    measured = measured_rows(table)
+    t = table.select(measured) if not measured.all() else table
+    if len(t) < 2:
+        return {}
+    start, stop = int(t.scheduled_ns.min()), int(t.sent_ns.max())
+    window_s = (stop - start) / 1e9
+    if window_s <= 0:
+        return {}
+    ok = t.select(t.ok) if not t.ok.all() else t
+    tokens = int(np.count_nonzero((ok.token_ns >= start) & (ok.token_ns <= stop)))
+    done = int(np.count_nonzero((ok.end_ns >= start) & (ok.end_ns <= stop)))
+    return {"steady_window_s": window_s, "output_tokens_per_s_steady": tokens / window_s,
+            "request_rate_achieved_steady_rps": done / window_s}
+
+
 def intervals_block(sample: RunSample, *, level: float, replicates: int, seed: int) -> dict[str, Any]:
     """``{"level", "replicates", "method", "intervals": {key: [low, high]}}`` for summary.json."""
     cis = confidence_intervals(sample, level=level, replicates=replicates, seed=seed)
@@ -52,4 +70,4 @@ def intervals_block(sample: RunSample, *, level: float, replicates: int, seed: i
             "intervals": {k: [lo, hi] for k, (lo, hi) in cis.items()}}
 
 
-__all__ = ["intervals_block", "measured_rows", "run_sample"]
+__all__ = ["intervals_block", "measured_rows", "run_sample", "steady_rates"]

@@ -55,13 +55,19 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
         progress=ctx.cfg.client.progress,
     )
     from etalon.report import format_summary, write_report
+    from etalon.stages.analysis import steady_rates
 
-    _add_intervals(ctx, m, slo)
+    steady = steady_rates(m.table)
+    _add_intervals(ctx, m, slo, steady)
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
+    from etalon.report.timeseries import TIMESERIES_FILE, plot_timeseries
+
+    artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
     if ctx.cfg.print_summary:
         print(format_summary(m.summary), flush=True)
     scalars = dict(m.summary.scalars())
+    scalars.update(steady)
     if m.verdict is not None:
         scalars["slo_passed"] = float(m.verdict.passed)
     return StageResult(
@@ -79,16 +85,17 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     )
 
 
-def _add_intervals(ctx: StageContext, m: Measurement, slo: Any) -> None:
-    """Bootstrap confidence intervals of the headline metrics, added to summary.json."""
-    if ctx.cfg.bootstrap_replicates < 1 or m.summary.counts.get("ok", 0) == 0:
-        return
+def _add_intervals(ctx: StageContext, m: Measurement, slo: Any, steady: dict[str, float]) -> None:
+    """Bootstrap confidence intervals of the headline metrics and the steady-window rates, added
+    to summary.json."""
     from etalon.stages.analysis import intervals_block, run_sample
 
-    sample = run_sample(m.table, slo, m.summary.measurement_window_s)
-    block = intervals_block(sample, level=ctx.cfg.confidence_level, replicates=ctx.cfg.bootstrap_replicates,
-                            seed=ctx.cfg.workload.seed)
-    write_summary(ctx.stage_dir / SUMMARY_FILE, m.summary, m.verdict, {"confidence_intervals": block})
+    extra: dict[str, Any] = {"steady": steady}
+    if ctx.cfg.bootstrap_replicates >= 1 and m.summary.counts.get("ok", 0) > 0:
+        sample = run_sample(m.table, slo, m.summary.measurement_window_s)
+        extra["confidence_intervals"] = intervals_block(
+            sample, level=ctx.cfg.confidence_level, replicates=ctx.cfg.bootstrap_replicates, seed=ctx.cfg.workload.seed)
+    write_summary(ctx.stage_dir / SUMMARY_FILE, m.summary, m.verdict, extra)
 
 
 def measure(
