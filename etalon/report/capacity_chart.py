@@ -10,7 +10,7 @@ from etalon.report.figures import new_figure, save_figure
 
 
 def _scale(metric: str) -> tuple[float, str]:
-    return (1e3, "ms") if metric.endswith("_s") else (1.0, "")
+    return (1e3, "ms") if metric.endswith("_s") and not metric.endswith("_per_s") else (1.0, "")
 
 
 def plot_capacity_chart(path: Path, probes: Sequence[dict[str, Any]], search_kind: str,

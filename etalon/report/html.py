@@ -76,7 +76,8 @@ def _cell(value: Any) -> str:
 def _table_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.rows)
-    return f"<h3>{html.escape(table.caption)}</h3><table><tr>{head}</tr>{body}</table>"
+    return (f"<h3>{html.escape(table.caption)}</h3><div style=\"overflow-x:auto\"><table><tr>{head}</tr>"
+            f"{body}</table></div>")
 
 
 def _figure_html(path: Path) -> str:

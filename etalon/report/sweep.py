@@ -16,6 +16,9 @@ THROUGHPUT_KEYS = ("output_tokens_per_s_steady", "output_tokens_per_s")
 TABLE_METRICS = ("output_tokens_per_s_steady", "output_tokens_per_s", "request_rate_achieved_steady_rps",
                  "ttft_p50_s", "ttft_p99_s", "tbt_p50_s", "tbt_p99_s", "e2e_p50_s", "e2e_p99_s",
                  "goodput_rps", "fluidity_index_mean", "slo_passed", "max_rate_rps")
+# The terminal table (100 columns): the rest is in the report.
+TERMINAL_METRICS = ("output_tokens_per_s_steady", "ttft_p50_s", "ttft_p99_s", "tbt_p50_s", "tbt_p99_s",
+                    "e2e_p99_s", "goodput_rps", "slo_passed", "max_rate_rps")
 
 
 def is_geometric(values: np.ndarray) -> bool:
@@ -79,10 +82,12 @@ def plot_metrics_vs_param(path: Path, frame: pd.DataFrame, swept: list[str]) -> 
     axes = fig.subplots(rows, cols, squeeze=False)
     order = np.argsort(x.to_numpy())
     for ax, metric in zip(axes.flat, metrics):
-        scale, unit = (1e3, " (ms)") if metric.endswith("_s") else (1.0, "")
+        scale, unit = (1e3, " (ms)") if is_seconds(metric) else (1.0, "")
         ax.plot(x.to_numpy()[order], frame[metric].to_numpy(dtype=float)[order] * scale, marker="o")
         if is_geometric(x.to_numpy()):
             ax.set_xscale("log")
+            ax.set_xticks(sorted(set(x.tolist())), [f"{v:g}" for v in sorted(set(x.tolist()))])
+            ax.minorticks_off()
         ax.set_ylim(bottom=0)
         ax.set_xlabel(swept[0])
         ax.set_ylabel(metric + unit, fontsize=8)
@@ -91,6 +96,11 @@ def plot_metrics_vs_param(path: Path, frame: pd.DataFrame, swept: list[str]) -> 
         ax.set_visible(False)
     fig.suptitle(f"Metrics against {swept[0]} (constant metrics left out)")
     return save_figure(fig, path)
+
+
+def is_seconds(metric: str) -> bool:
+    """A duration in seconds (``ttft_p99_s``), not a rate per second (``output_tokens_per_s``)."""
+    return metric.endswith("_s") and not metric.endswith("_per_s")
 
 
 def _varies(column: pd.Series) -> bool:
@@ -102,7 +112,7 @@ def _varies(column: pd.Series) -> bool:
 
 
 def format_sweep_table(frame: pd.DataFrame, swept: list[str]) -> str:
-    shown = ["job", *swept, *[m for m in TABLE_METRICS if m in frame.columns]]
+    shown = ["job", *swept, *[m for m in TERMINAL_METRICS if m in frame.columns]]
     rows = [[_short(c) for c in shown]]
     for _, r in frame.iterrows():
         rows.append([_fmt(r[c], c) for c in shown])
@@ -113,7 +123,8 @@ def format_sweep_table(frame: pd.DataFrame, swept: list[str]) -> str:
 
 
 def _short(name: str) -> str:
-    return name.rsplit(".", 1)[-1].replace("output_tokens_per_s", "out_tok/s").replace("_steady", "*")
+    short = name.rsplit(".", 1)[-1].replace("output_tokens_per_s", "out_tok/s").replace("_steady", "*")
+    return short.replace("_s", "").replace("slo_passed", "slo").replace("goodput_rps", "goodput")
 
 
 def _fmt(value: Any, column: str) -> str:
@@ -123,8 +134,10 @@ def _fmt(value: Any, column: str) -> str:
         return str(value)
     if not math.isfinite(v):
         return "-"
-    if column.endswith("_s") and column not in ("output_tokens_per_s",):
-        return f"{v * 1e3:.4g}ms"
+    if column == "slo_passed":
+        return "PASS" if v else "FAIL"
+    if is_seconds(column):
+        return f"{v * 1e3:.4g}ms" if v < 1 else f"{v:.4g}s"
     return f"{v:.4g}"
 
 

@@ -68,7 +68,7 @@ def _num(value: Any, unit: str = "") -> str:
 
 
 def _unit(key: str) -> str:
-    return "s" if key.endswith("_s") else ""
+    return "s" if key.endswith("_s") and not key.endswith("_per_s") else ""
 
 
 def slo_lines(verdict: dict[str, Any] | None) -> tuple[list[str], bool]:
