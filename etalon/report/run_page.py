@@ -26,6 +26,16 @@ def interval_table(summary: dict[str, Any]) -> Table | None:
     return Table(caption, ["metric", "value", "CI low", "CI high"], rows)
 
 
+def repeats_table(summary: dict[str, Any]) -> Table | None:
+    """The spread of every headline metric between repeats (``repeats: N``)."""
+    block = summary.get("repeats")
+    if not block:
+        return None
+    rows = [[k, v["mean"], v["std"], v["min"], v["max"], v["n"]] for k, v in block["spread"].items()]
+    caption = f"between {block['repeats']} repeats (seeds {block['seeds']}; SLO passed: {block['slo_passed']})"
+    return Table(caption, ["metric", "mean", "std", "min", "max", "repeats"], rows)
+
+
 def stage_section(name: str, stage_dir: Path) -> Section:
     tables: list[Table] = []
     summary_path = stage_dir / "summary.json"
@@ -34,6 +44,9 @@ def stage_section(name: str, stage_dir: Path) -> Section:
         ci = interval_table(summary)
         if ci is not None:
             tables.append(ci)
+        rep = repeats_table(summary)
+        if rep is not None:
+            tables.append(rep)
     tables += [csv_table(p) for p in sorted(stage_dir.glob("*.csv")) if p.name not in SKIPPED_TABLES]
     figures = sorted(stage_dir.glob("*.png"))
     return Section(f"stage: {name}", tables=tables, figures=figures)

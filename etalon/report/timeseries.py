@@ -14,7 +14,7 @@ TIMESERIES_FILE = "timeseries.png"
 
 def _bins(t0_ns: int, t1_ns: int) -> np.ndarray:
     span_s = max((t1_ns - t0_ns) / 1e9, 1e-3)
-    width_s = max(span_s / 60, 0.1)  # ~60 bins, never finer than 100 ms
+    width_s = max(span_s / 40, 0.5)  # ~40 bins, never finer than 0.5 s (a rate needs a few events per bin)
     return np.arange(0.0, span_s + width_s, width_s)
 
 

@@ -83,6 +83,9 @@ def slo_lines(verdict: dict[str, Any] | None) -> tuple[list[str], bool]:
             ok = value is not None and math.isfinite(value) and value <= limits[key]
             parts.append(f"{key} = {_num(value, _unit(key))} {'<=' if ok else '>'} {_num(limits[key], _unit(key))}")
     word = "PASS" if verdict["passed"] else "FAIL"
+    if verdict.get("repeats_passed"):
+        runs = verdict["repeats_passed"]
+        word += f" ({sum(runs)}/{len(runs)} repeats passed; first shown)"
     return [f"SLO {word}: " + "; ".join(parts) + (f"  (deciding: {verdict['metric']})" if not verdict["passed"] else "")], \
         not verdict["passed"]
 

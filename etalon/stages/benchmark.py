@@ -37,28 +37,32 @@ class Measurement:
         return self.load.stop_reason == "interrupted"
 
 
-def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | None = None) -> StageResult:
+def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | None = None,
+        repeats: int = 1) -> StageResult:
     """Benchmark the endpoint with the configured workload.
 
     ``rate_rps`` replaces the arrival rate; ``rate_from`` takes the load from an earlier stage: its
     ``data["max_rate_rps"]`` for open-loop arrivals (a rate search), or its
-    ``data["max_concurrency"]`` for a closed loop (a concurrency search).
+    ``data["max_concurrency"]`` for a closed loop (a concurrency search). ``repeats`` > 1 runs
+    the same load again with seeds workload.seed + 1, ... and reports the spread between repeats.
     """
+    from etalon.stages.repeats import check_repeats, run_repeats, spread_scalars
+
+    check_repeats(repeats)
     arrival = _arrival(ctx, rate_from, rate_rps)
     slo = resolve_slo(ctx)
-    m = measure(
-        ctx,
-        arrival=arrival,
-        lengths=instantiate(ctx.cfg.workload.lengths),
-        out_dir=ctx.stage_dir,
-        slo=slo,
-        progress=ctx.cfg.client.progress,
-    )
+
+    def once(seed: int | None, out_dir: Path) -> Measurement:
+        return measure(ctx, arrival=arrival, lengths=instantiate(ctx.cfg.workload.lengths), out_dir=out_dir,
+                       slo=slo, seed=seed, progress=ctx.cfg.client.progress)
+
+    m = once(None, ctx.stage_dir)
+    repeat_block = run_repeats(ctx, m, repeats, once) if repeats > 1 and not m.interrupted else None
     from etalon.report import format_summary, write_report
     from etalon.stages.analysis import steady_rates
 
     steady = steady_rates(m.table)
-    _add_intervals(ctx, m, slo, steady)
+    _add_intervals(ctx, m, slo, steady, repeat_block)
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
     from etalon.report.timeseries import TIMESERIES_FILE, plot_timeseries
@@ -68,29 +72,38 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
         print(format_summary(m.summary), flush=True)
     scalars = dict(m.summary.scalars())
     scalars.update(steady)
-    if m.verdict is not None:
-        scalars["slo_passed"] = float(m.verdict.passed)
+    verdict = _verdict_dict(m.verdict)
+    if repeat_block is not None:
+        scalars.update(spread_scalars(repeat_block))
+        if verdict is not None and None not in repeat_block["slo_passed"]:
+            verdict["repeats_passed"] = repeat_block["slo_passed"]
+            verdict["passed"] = all(repeat_block["slo_passed"])
+    if verdict is not None:
+        scalars["slo_passed"] = float(verdict["passed"])
     return StageResult(
         name=ctx.stage_name,
         stage_dir=ctx.stage_dir,
         scalars=scalars,
         data={
-            "verdict": _verdict_dict(m.verdict),
+            "verdict": verdict,
             "rate_rps": getattr(arrival, "rate_rps", None),
             "concurrency": getattr(arrival, "concurrency", None),
-            "interrupted": m.interrupted,
+            "interrupted": m.interrupted or bool(repeat_block and repeat_block["interrupted"]),
         },
         artifacts=artifacts,
         partial=m.partial,
     )
 
 
-def _add_intervals(ctx: StageContext, m: Measurement, slo: Any, steady: dict[str, float]) -> None:
+def _add_intervals(ctx: StageContext, m: Measurement, slo: Any, steady: dict[str, float],
+                   repeat_block: dict[str, Any] | None = None) -> None:
     """Bootstrap confidence intervals of the headline metrics and the steady-window rates, added
     to summary.json."""
     from etalon.stages.analysis import intervals_block, run_sample
 
     extra: dict[str, Any] = {"steady": steady}
+    if repeat_block is not None:
+        extra["repeats"] = repeat_block
     if ctx.cfg.bootstrap_replicates >= 1 and m.summary.counts.get("ok", 0) > 0:
         sample = run_sample(m.table, slo, m.summary.measurement_window_s)
         extra["confidence_intervals"] = intervals_block(

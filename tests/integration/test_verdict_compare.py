@@ -92,3 +92,16 @@ def test_capacity_search_prints_its_capacity_last(tmp_path: Path) -> None:
     assert float(printed.group(3)) == pytest.approx(data["lowest_failing"], rel=1e-3)
     assert re.search(r"precision [0-9.]+% \(asked 20%\): reached|stopped: ", tail)
     assert "report.html" in tail and (run.run_dir / "report.html").exists()
+
+
+def test_repeats_report_the_spread_between_seeds(tmp_path: Path) -> None:
+    run = run_cli(tmp_path, *FAST, "workload.num_requests=10", "pipeline.stages.0.run.repeats=3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    stage = run.run_dir / "benchmark"
+    block = json.loads((stage / "summary.json").read_text())["repeats"]
+    assert block["repeats"] == 3 and block["seeds"] == [42, 43, 44] and block["slo_passed"] == [True] * 3
+    ttft = [json.loads((d / "summary.json").read_text())["scalars"]["ttft_p50_s"]
+            for d in (stage, stage / "repeat_2", stage / "repeat_3")]
+    spread = block["spread"]["ttft_p50_s"]
+    assert spread["min"] == min(ttft) and spread["max"] == max(ttft) and spread["n"] == 3
+    assert "3/3 repeats passed" in run.stdout
