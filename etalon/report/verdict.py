@@ -107,7 +107,12 @@ def capacity_lines(data: dict[str, Any], precision: float | None, max_probes: in
     reached = (hi - cap) / hi if hi else None
     if data.get("capacity_interval"):
         lo_i, hi_i = data["capacity_interval"]
-        lines.append(f"          re-probed bracket ends: capacity within [{_num(lo_i)}, {_num(hi_i)}] {unit}")
+        rp = data.get("reprobes", {})
+        lines.append(f"          re-probed with {len(rp.get('seeds', []))} seeds: capacity within "
+                     f"[{_num(lo_i) if lo_i is not None else 'below all probed'}, {_num(hi_i)}] {unit} "
+                     f"({sum(rp.get('low_passed', []))}/{len(rp.get('low_passed', []))} passed at {_num(rp.get('low_load'))}, "
+                     f"{len(rp.get('high_passed', [])) - sum(rp.get('high_passed', []))}/{len(rp.get('high_passed', []))} "
+                     f"failed at {_num(rp.get('high_load'))})")
     if reached is not None and precision is not None and reached <= precision + 1e-12:
         lines.append(f"          precision {reached:.1%} (asked {precision:.0%}): reached; {len(probes)} probes")
     elif reached is not None:

@@ -60,8 +60,13 @@ class SearchSettings:
     # With early_stop, probes before the first failure (the expansion) run this fraction of the
     # probe length; a short probe that ends up bounding the result is re-measured at full length.
     expand_fraction: float = 0.34
+    # Re-measure both bracket ends this many more times with other seeds (workload.seed + i) and
+    # report the capacity as an interval (etalon.stages.reprobe).
+    reprobe: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reprobe, int) or self.reprobe < 0:
+            raise StageError(f"capacity_search.reprobe={self.reprobe!r} must be an integer >= 0")
         if not 0 < self.expand_fraction <= 1:
             raise StageError(f"capacity_search.expand_fraction={self.expand_fraction} must be within (0, 1]")
         if self.search not in SEARCH_KINDS:
@@ -95,7 +100,12 @@ def capacity(ctx: StageContext, settings: SearchSettings) -> StageResult:
     what every parallel search task runs."""
     slo = resolve_slo(ctx)
     runs = search(ctx, slo, settings)
-    return finish(ctx, slo, settings, runs)
+    result = finish(ctx, slo, settings, runs)
+    if settings.reprobe and not result.partial:
+        from etalon.stages.reprobe import reprobe_bracket
+
+        reprobe_bracket(ctx, slo, settings, runs, result)
+    return result
 
 
 def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeRun]:

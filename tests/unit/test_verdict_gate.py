@@ -67,3 +67,15 @@ def test_sweep_axis_rules() -> None:
 
     assert not _varies(pd.Series([0.0200, 0.02004, 0.01998]))  # a 0.4 ms wobble on 20 ms is constant
     assert _varies(pd.Series([0.02, 0.03]))
+
+
+def test_capacity_interval_widens_when_a_bracket_end_does_not_hold() -> None:
+    from etalon.stages.reprobe import capacity_interval
+
+    loads, passing, failing = [8, 16, 32, 24, 28, 26], [8, 16, 24, 26], [32, 28]
+    assert capacity_interval(loads, 26, 28, [True, True], [False, False], passing, failing) == (26, 28)
+    # the lower end failed under another seed: the capacity may lie below it, down to the next pass
+    assert capacity_interval(loads, 26, 28, [True, False], [False, False], passing, failing) == (24, 28)
+    # the upper end passed under another seed: up to the next failing load
+    assert capacity_interval(loads, 26, 28, [True, True], [False, True], passing, failing) == (26, 32)
+    assert capacity_interval(loads, 8, 16, [True, False], [False], [8], [16]) == (None, 16)
