@@ -73,7 +73,8 @@ HEADLINE_KEYS = tuple(h.key for h in HEADLINES)
 
 def resample_counts(rng: np.random.Generator, n: int, replicates: int) -> np.ndarray:
     """(replicates, n) float32: how often each request is drawn in each replicate (rows sum to n)."""
-    draws = rng.integers(0, n, size=(replicates, n)) + (np.arange(replicates) * n)[:, None]
+    draws = rng.integers(0, n, size=(replicates, n), dtype=np.int64)
+    draws += (np.arange(replicates, dtype=np.int64) * n)[:, None]
     return np.bincount(draws.ravel(), minlength=replicates * n).reshape(replicates, n).astype(np.float32)
 
 
@@ -119,7 +120,7 @@ class PooledGrid:
     covers_all: bool
 
 
-GRID_POINTS = 64
+GRID_POINTS = 32
 _SIGMA_REQUESTS = 20_000  # requests whose gaps size the windows (the spread scales as 1/sqrt(requests))
 
 
@@ -130,8 +131,8 @@ def row_counts(mask: np.ndarray, gap_row: np.ndarray, n: int) -> np.ndarray:
     ends = np.append(starts[1:], gap_row.size)
     out = np.zeros(n, dtype=np.int64)
     nonempty = ends > starts
-    if nonempty.any():
-        out[nonempty] = np.add.reduceat(mask, starts[nonempty], dtype=np.int64)
+    if nonempty.any():  # reduceat over uint8 into int32: ~30x faster than over bool into int64
+        out[nonempty] = np.add.reduceat(mask.view(np.uint8), starts[nonempty], dtype=np.int32)
     return out
 
 
@@ -237,6 +238,14 @@ def bootstrap_replicates(
     quantiles from explicit resample counts, generated in chunks."""
     if replicates < 1:
         raise ValueError(f"bootstrap replicates={replicates} must be >= 1")
+    from threadpoolctl import threadpool_limits
+
+    # Many small matrix products: BLAS threads only contend (40x slower on a busy 2-core host).
+    with threadpool_limits(1):
+        return _replicates(sample, replicates, seed, headlines)
+
+
+def _replicates(sample: RunSample, replicates: int, seed: int, headlines: tuple[Headline, ...]) -> np.ndarray:
     out = np.full((replicates, len(headlines)), np.nan)
     n = sample.n
     if n == 0:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Sequence
 
 import orjson
-import yaml
 
 from etalon.core.comparison import DEFAULT_LEVEL, MetricDelta, compare_samples
 from etalon.core.gate import Gate, GateError, parse_gates
@@ -40,9 +39,11 @@ def load_gates(path: Path | None) -> list[Gate]:
         return []
     if not path.exists():
         raise GateError(f"--gate {path}: no such file")
+    from omegaconf import OmegaConf
+
     try:
-        entries = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        entries = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as exc:  # yaml's parser errors
         raise GateError(f"--gate {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     return parse_gates(entries, f"--gate {path}")
 
