@@ -159,29 +159,42 @@ def pooled_sigmas(gap_s: np.ndarray, gap_row: np.ndarray, n: int, qs: list[float
 
 def pooled_grids(gap_s: np.ndarray, gap_row: np.ndarray, n: int, qs: list[float],
                  widths: list[float]) -> list[PooledGrid]:
-    """One grid per q, ``widths[j]`` standard errors of the pooled CDF either side of the quantile:
-    one partition of the gaps for every window bound, then two passes per window."""
+    """One grid per q, over the window (t_lo, t_hi] of ``widths[j]`` standard errors of the pooled
+    CDF either side of the quantile. O(tokens) once: one partition for every window bound, one
+    bucketing of the gaps by those bounds and one per-request count of each bucket."""
     total = int(gap_s.size)
     per_row = np.bincount(gap_row, minlength=n).astype(np.float32)
     sigmas = pooled_sigmas(gap_s, gap_row, n, qs)
     spans = [(q - w * s - 2 / total, q + w * s + 2 / total) for q, w, s in zip(qs, widths, sigmas)]
     kth = sorted({_inverted_index(min(max(p, 0.0), 1.0), total) for span in spans for p in span})
     parted = np.partition(gap_s, kth)
-    return [_grid(gap_s, gap_row, n, q, per_row,
-                  -math.inf if lo <= 0 else float(parted[_inverted_index(lo, total)]),
-                  math.inf if hi >= 1 else float(parted[_inverted_index(hi, total)]), lo <= 0 and hi >= 1)
-            for q, (lo, hi) in zip(qs, spans)]
+    windows = [(-math.inf if lo <= 0 else float(parted[_inverted_index(lo, total)]),
+                math.inf if hi >= 1 else float(parted[_inverted_index(hi, total)]), lo <= 0 and hi >= 1)
+               for lo, hi in spans]
+    del parted
+    bounds = np.unique([b for w in windows for b in w[:2] if math.isfinite(b)])
+    # bucket j: bounds[j-1] < gap <= bounds[j] (searchsorted "left" counts the bounds below a gap)
+    bucket = np.searchsorted(bounds, gap_s, side="left").astype(np.uint8)
+    per_bucket = np.bincount(gap_row * (bounds.size + 1) + bucket, minlength=n * (bounds.size + 1))
+    cum = np.cumsum(per_bucket.reshape(n, bounds.size + 1), axis=1)  # gaps <= bounds[j] at column j
+    return [_grid(gap_s, gap_row, n, q, per_row, bucket, bounds, cum, t_lo, t_hi, covers)
+            for q, (t_lo, t_hi, covers) in zip(qs, windows)]
 
 
-def _grid(gap_s: np.ndarray, gap_row: np.ndarray, n: int, q: float, per_row: np.ndarray,
-          t_lo: float, t_hi: float, covers_all: bool) -> PooledGrid:
-    inside = (gap_s >= t_lo) & (gap_s <= t_hi)
+def _grid(gap_s: np.ndarray, gap_row: np.ndarray, n: int, q: float, per_row: np.ndarray, bucket: np.ndarray,
+          bounds: np.ndarray, cum: np.ndarray, t_lo: float, t_hi: float, covers_all: bool) -> PooledGrid:
+    lo_j = int(np.searchsorted(bounds, t_lo)) if math.isfinite(t_lo) else -1
+    hi_j = int(np.searchsorted(bounds, t_hi)) if math.isfinite(t_hi) else bounds.size
+    inside = (bucket > lo_j) & (bucket <= hi_j) if lo_j >= 0 else bucket <= hi_j
     window, rows = gap_s[inside], gap_row[inside]
+    below = (cum[:, lo_j] if lo_j >= 0 else np.zeros(n)).astype(np.float32)
+    if window.size == 0:
+        return PooledGrid(q, np.array([t_lo if math.isfinite(t_lo) else 0.0]), below[:, None], below, per_row,
+                          covers_all)
     grid = np.unique(np.quantile(window, np.linspace(0, 1, GRID_POINTS)))
     bins = np.searchsorted(grid, window, side="left")
     k = grid.size
     hist = np.bincount(rows * k + bins, minlength=n * k).reshape(n, k)
-    below = row_counts(gap_s < t_lo, gap_row, n).astype(np.float32)
     counts = (np.cumsum(hist, axis=1) + below[:, None]).astype(np.float32)
     return PooledGrid(q, grid, counts, below, per_row, covers_all)
 
