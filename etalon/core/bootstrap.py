@@ -1,12 +1,12 @@
 """Bootstrap confidence intervals of a run's headline metrics, resampling requests (seeded, vectorised).
 
-A replicate draws n requests with replacement from the run's n measured requests; it is held as
-a row of per-request counts, so every statistic is a weighted one over the original arrays and no
-replicate ever copies the data. Per-request statistics cost O(replicates x requests). Pooled TBT
-quantiles (over every gap of every request) would cost O(replicates x tokens) done directly, so
-they are computed exactly inside a window of the sorted gaps around the point estimate, sized from
-the request-clustered variance of the empirical CDF there (widened until no replicate leaves it):
-one O(tokens) pass, then O(replicates x gaps in the window).
+A replicate draws n requests with replacement from the run's n measured requests. Per-request
+quantiles come from the exact order-statistic distribution of a resample (O(replicates)); sums and
+means from per-request draw counts (O(replicates x requests)). Pooled TBT quantiles (over every gap
+of every request) would cost O(replicates x tokens) done directly, so one O(tokens) pass builds, per
+quantile, a grid of per-request cumulative gap counts in a window around the point estimate (sized
+from the request-clustered spread of the pooled CDF, widened until no replicate leaves it); each
+replicate's pooled CDF on the grid is then one matrix product, its quantile interpolated on it.
 """
 
 from __future__ import annotations
