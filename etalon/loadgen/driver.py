@@ -72,7 +72,7 @@ def _ready_at(request: PlannedRequest, scheduled_ns: int) -> PlannedRequest:
     """``request`` re-planned at ``scheduled_ns`` (positional: dataclasses.replace costs ~5 us)."""
     return PlannedRequest(
         request.request_id, request.prompt, request.prompt_tokens, request.max_tokens,
-        scheduled_ns, request.warmup,
+        scheduled_ns, request.warmup, request.session_id, request.turn, request.load_stage,
     )
 
 
