@@ -85,7 +85,7 @@ def traffic_report(schedule: Any, records: list[RequestRecord], limit_tokens: in
         out["sessions"] = session_figures(schedule, records, limit_tokens)
         out["turns"] = turn_figures(measured)
     if schedule.stage_names:
-        out["stages"] = stage_figures(records, schedule.stage_names, getattr(arrival, "stages", None))
+        out["stages"] = stage_figures(records, schedule, getattr(arrival, "stages", None))
     return out
 
 
@@ -166,13 +166,14 @@ def turn_figures(records: list[RequestRecord]) -> list[dict[str, float]]:
     return rows
 
 
-def stage_figures(records: list[RequestRecord], names: tuple[str, ...],
-                  stages: Any = None) -> list[dict[str, Any]]:
-    """Per ramp stage: requests planned in it, TTFT, and the planned vs achieved send rate (sends
-    whose ``sent_ns`` falls in the stage's time span, over its duration)."""
+def stage_figures(records: list[RequestRecord], schedule: Any, stages: Any = None) -> list[dict[str, Any]]:
+    """Per ramp stage: TTFT of the requests planned in it; the nominal rate (the stage's mean
+    configured rate), the planned rate (scheduled sends in its time span over its duration) and
+    the achieved rate (actual sends in that span over its duration)."""
     rows = []
     start_s = 0.0
-    for i, name in enumerate(names):
+    planned_counts = np.bincount(schedule.load_stage, minlength=len(schedule.stage_names))
+    for i, name in enumerate(schedule.stage_names):
         rs = [r for r in records if r.load_stage == name and not r.warmup]
         ok = [r for r in rs if r.status == STATUS_OK and r.first_token_ns is not None]
         ttft = [(r.first_token_ns - r.sent_ns) / 1e9 for r in ok]  # type: ignore[operator]
@@ -184,7 +185,8 @@ def stage_figures(records: list[RequestRecord], names: tuple[str, ...],
             end_s = start_s + stage.duration_s
             sent = sum(1 for r in records if start_s * 1e9 <= r.sent_ns < end_s * 1e9)
             row.update(start_s=start_s, duration_s=stage.duration_s,
-                       planned_rate_rps=stage.expected_requests / stage.duration_s,
+                       nominal_rate_rps=stage.expected_requests / stage.duration_s,
+                       planned_rate_rps=int(planned_counts[i]) / stage.duration_s,
                        achieved_rate_rps=sent / stage.duration_s)
             start_s = end_s
         rows.append(row)
