@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from etalon.core.workload import Schedule
 
 DEFAULT_BLOCK_SIZE_TOKENS = 512
+BUILTIN_TRACES = {"etalon-mooncake-sample": Path(__file__).resolve().parent / "assets" / "mooncake_sample.jsonl"}
 _CORPUS_WORDS = 1 << 15
 
 
@@ -96,7 +97,7 @@ def read_mooncake(path: str, block_size_tokens: int = DEFAULT_BLOCK_SIZE_TOKENS,
         raise MooncakeTraceError(f"mooncake trace {path}: block_size_tokens must be >= 1, got {block_size_tokens!r}")
     if not (isinstance(length_scale, (int, float)) and math.isfinite(length_scale) and length_scale > 0):
         raise MooncakeTraceError(f"mooncake trace {path}: length_scale must be > 0, got {length_scale!r}")
-    resolved = Path(path).expanduser().resolve()
+    resolved = BUILTIN_TRACES.get(path) or Path(path).expanduser().resolve()
     if not resolved.is_file():
         raise MooncakeTraceError(f"mooncake trace {path}: no such file ({resolved})")
     rows = _read_rows(str(path), resolved, resolved.stat().st_mtime_ns, block_size_tokens)
