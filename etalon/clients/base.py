@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from etalon.core.records import RequestRecord
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a run builds millions, and frozen init costs twice as much
 class PlannedRequest:
     """One request as the load driver hands it to a client.
 

@@ -213,21 +213,25 @@ def _slice_prompts(pool: WordPool, corpus: _Corpus, counts: np.ndarray, seed: in
     num_first, num_words = len(firsts), len(pool.words)
     rng = np.random.default_rng([seed, 0x51])
     slots = (np.arange(counts.size) + int(rng.integers(num_first * num_words))) % (num_first * num_words)
-    starts = np.random.default_rng([seed, 0x52]).integers(1 << 62, size=counts.size)
-    text, char_at, size = corpus.text, corpus.char_at, _CORPUS_PIECES
-    out: list[str] = []
-    for n, slot, start in zip(counts.tolist(), slots.tolist(), starts.tolist()):
-        head = firsts[slot % num_first]
-        if n == 1:
-            out.append(head)
-            continue
-        body = n - 2
-        parts = [head, pool.words[slot // num_first]]
-        pos = start % size
-        while body > 0:  # a prompt longer than the corpus wraps around it
-            take = min(body, size - pos)
-            parts.append(text[char_at[pos]:char_at[pos + take]])
-            body -= take
-            pos = 0
-        out.append("".join(parts))
+    starts = np.random.default_rng([seed, 0x52]).integers(1 << 62, size=counts.size) % _CORPUS_PIECES
+    body = np.maximum(counts - 2, 0)
+    fits = starts + body <= _CORPUS_PIECES
+    char_at = corpus.char_at
+    begin = char_at[starts].tolist()
+    end = char_at[np.where(fits, starts + body, starts)].tolist()
+    heads = firsts[slots % num_first].tolist()
+    seconds = np.where(counts >= 2, pool.words[slots // num_first], "").tolist()
+    text = corpus.text
+    out = [h + w + text[a:b] for h, w, a, b in zip(heads, seconds, begin, end)]
+    for i in np.flatnonzero(~fits).tolist():  # a prompt longer than the corpus's rest wraps around
+        out[i] = heads[i] + seconds[i] + _wrapped(corpus, int(starts[i]), int(body[i]))
     return out
+
+
+def _wrapped(corpus: _Corpus, pos: int, count: int) -> str:
+    parts = []
+    while count > 0:
+        take = min(count, _CORPUS_PIECES - pos)
+        parts.append(corpus.text[corpus.char_at[pos]:corpus.char_at[pos + take]])
+        count, pos = count - take, 0
+    return "".join(parts)

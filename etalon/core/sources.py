@@ -114,7 +114,7 @@ class SharedPrefixPrompts:
         prefixes = build_prompts(tokenizer, np.full(self.num_groups, self.prefix_tokens), child_seed(seed, 2))
         suffixes = build_prompts(tokenizer, suffix_tokens, child_seed(seed, 3), continuation=True)
         groups = self.groups(len(suffixes), seed)
-        prompts: list[Prompt] = [
+        prompts: list[Prompt] = [  # message dicts are GC-tracked: see etalon.loadgen.plan.gc_paused
             [{"role": "system", "content": prefixes[g]}, {"role": "user", "content": text}]
             for g, text in zip(groups.tolist(), suffixes)
         ]

@@ -193,6 +193,17 @@ class MooncakePrompts:
         return PromptPlan(prompts, inputs.copy(), outputs.copy())
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(value: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit hash of an int (cheap, seeded by the caller)."""
+    z = value & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 class BlockTexts:
     """The text of each hash id's block: two leading words unique to the id, then a seeded slice
     of a word corpus; every piece is one token that keeps its count after any text."""
@@ -217,7 +228,7 @@ class BlockTexts:
             k, num = len(self._slots), len(self.words)
             if k >= num * num:
                 raise MooncakeTraceError(f"more than {num * num} distinct hash ids")
-            start = int(np.random.default_rng([self.seed, hash_id]).integers(_CORPUS_WORDS))
+            start = _mix64(self.seed * 0x9E3779B97F4A7C15 + hash_id) % _CORPUS_WORDS
             slot = (self.words[k % num] + self.words[k // num], start)
             self._slots[hash_id] = slot
         return slot

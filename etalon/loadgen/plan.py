@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +67,19 @@ class ActorPlan:
         return min(max(early, 1), self.max_inflight)
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC while millions of long-lived objects are made: every collection would walk
+    them all again (3x the build time of a 1M-request plan, measured), and none is garbage."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def build_requests(schedule: Schedule, prompts: list[Any]) -> list[PlannedRequest]:
     """One PlannedRequest per scheduled request; closed-loop requests get scheduled_ns 0 for now."""
     n = len(schedule.prompt_tokens)
@@ -83,13 +99,14 @@ def build_requests(schedule: Schedule, prompts: list[Any]) -> list[PlannedReques
     stages = ([names[k] for k in schedule.load_stage.tolist()] if schedule.load_stage is not None
               else [None] * n)
     warmup = schedule.warmup_requests
-    return [
-        PlannedRequest(i, prompts[i], int(p), int(o), int(s), i < warmup, session, turn, stage)
-        for i, (p, o, s, session, turn, stage) in enumerate(
-            zip(schedule.prompt_tokens.tolist(), schedule.output_tokens.tolist(), planned,
-                sessions, turns, stages)
-        )
-    ]
+    with gc_paused():
+        return [
+            PlannedRequest(i, prompts[i], p, o, s, i < warmup, session, turn, stage)
+            for i, (p, o, s, session, turn, stage) in enumerate(
+                zip(schedule.prompt_tokens.tolist(), schedule.output_tokens.tolist(), planned,
+                    sessions, turns, stages)
+            )
+        ]
 
 
 def _group_sessions(requests: list[PlannedRequest]) -> list[list[PlannedRequest]]:

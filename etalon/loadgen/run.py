@@ -18,7 +18,7 @@ from etalon.clients.openai import preflight as _client_preflight
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.driver import KEEPALIVE_S
-from etalon.loadgen.plan import ActorPlan, build_requests, split_plans, split_session_plans
+from etalon.loadgen.plan import ActorPlan, build_requests, gc_paused, split_plans, split_session_plans
 
 if TYPE_CHECKING:
     from etalon.core.workload import Schedule
@@ -186,13 +186,14 @@ def run_load(
     and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
-    requests = build_requests(schedule, prompts)
-    if schedule.session_id is not None:
-        _check_session_client(endpoint)
-        plans = split_session_plans(schedule, requests, settings.num_actors,
-                                    settings.max_inflight_per_actor, max_context_tokens)
-    else:
-        plans = split_plans(schedule, requests, settings.num_actors, settings.max_inflight_per_actor)
+    with gc_paused():
+        requests = build_requests(schedule, prompts)
+        if schedule.session_id is not None:
+            _check_session_client(endpoint)
+            plans = split_session_plans(schedule, requests, settings.num_actors,
+                                        settings.max_inflight_per_actor, max_context_tokens)
+        else:
+            plans = split_plans(schedule, requests, settings.num_actors, settings.max_inflight_per_actor)
     backend_cls = _RayBackend if settings.backend == "ray" else _LocalBackend
     backend: _Backend = backend_cls(endpoint, settings, len(plans))
     try:

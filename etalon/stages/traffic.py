@@ -37,10 +37,20 @@ def build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int | 
                    duration_s: float | None, warmup_requests: int, max_total_tokens: int,
                    seed: int) -> tuple[Any, list[Any]]:
     """The schedule and one prompt per request (a session turn's prompt is its new user message)."""
-    from dataclasses import replace
-
     from etalon.core.workload import build_schedule
     from etalon.datasets.tokenizers import load_tokenizer
+    from etalon.loadgen.plan import gc_paused
+
+    with gc_paused():
+        return _build_workload(cfg, arrival, lengths, num_requests=num_requests, duration_s=duration_s,
+                               warmup_requests=warmup_requests, max_total_tokens=max_total_tokens, seed=seed,
+                               build_schedule=build_schedule, tokenizer=load_tokenizer(cfg.model.tokenizer))
+
+
+def _build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int | None,
+                    duration_s: float | None, warmup_requests: int, max_total_tokens: int, seed: int,
+                    build_schedule: Any, tokenizer: Any) -> tuple[Any, list[Any]]:
+    from dataclasses import replace
 
     source = prompt_source(cfg)
     sessions = None
@@ -53,7 +63,7 @@ def build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int | 
         arrival, lengths, num_requests=num_requests, duration_s=duration_s,
         warmup_requests=warmup_requests, max_total_tokens=max_total_tokens, seed=seed,
         sessions=sessions)
-    plan = source.build(schedule, load_tokenizer(cfg.model.tokenizer), seed, max_total_tokens)
+    plan = source.build(schedule, tokenizer, seed, max_total_tokens)
     if sessions is not None and any(not isinstance(p, str) for p in plan.prompts[:1]):
         raise ConfigError("workload.sessions: the prompt source must give one text per turn "
                           f"({type(source).__name__} gives chat message lists)")
