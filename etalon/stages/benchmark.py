@@ -57,10 +57,17 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     )
     from etalon.report import format_summary, write_report
 
+    from etalon.report.traffic_plots import write_traffic_plots
+
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
+    artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
     if ctx.cfg.print_summary:
         print(format_summary(m.summary), flush=True)
+        from etalon.stages.traffic import format_traffic
+
+        if m.traffic:
+            print(format_traffic(m.traffic), flush=True)
     scalars = dict(m.summary.scalars())
     from etalon.stages.traffic import traffic_scalars
 

@@ -215,3 +215,27 @@ def traffic_scalars(traffic: dict[str, Any]) -> dict[str, float]:
         if sessions["session_e2e_mean_s"] is not None:
             out["session_e2e_mean_s"] = sessions["session_e2e_mean_s"]
     return out
+
+
+def format_traffic(traffic: dict[str, Any]) -> str:
+    """Terminal lines for the prefix cache, sessions and ramp stages of a run."""
+    lines = []
+    cache = traffic.get("prefix_cache")
+    if cache:
+        lines.append(f"prefix cache hit fraction (server-reported)   {cache['hit_fraction']:.3f}")
+    sessions = traffic.get("sessions")
+    if sessions:
+        lines.append(f"sessions: {sessions['sessions']} ({sessions[END_COMPLETED]} completed, "
+                     f"{sessions[END_FAILED]} ended by a failed turn, {sessions[END_CONTEXT]} by the context "
+                     f"limit, {sessions[END_UNFINISHED]} unfinished); turns sent {sessions['turns_sent']} "
+                     f"of {sessions['turns_planned']}")
+        for row in traffic.get("turns", []):
+            lines.append(f"  turn {int(row['turn'])}: {int(row['requests'])} ok, TTFT mean "
+                         f"{row['ttft_mean_s'] * 1e3:.1f} ms, cached tokens mean {row['cached_tokens_mean']:.0f}")
+    for row in traffic.get("stages", []):
+        rates = ""
+        if "achieved_rate_rps" in row:
+            rates = f", rate planned {row['planned_rate_rps']:.2f} / achieved {row['achieved_rate_rps']:.2f} rps"
+        ttft = "n/a" if row["ttft_mean_s"] is None else f"{row['ttft_mean_s'] * 1e3:.1f} ms"
+        lines.append(f"stage {row['stage']}: {row['requests']} requests{rates}, TTFT mean {ttft}")
+    return "\n".join(lines)

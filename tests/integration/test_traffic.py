@@ -198,3 +198,28 @@ def test_ramp_from_2_to_20_rps_meets_each_stage_rate(tmp_path: Path) -> None:
     for row in rows:
         assert abs(row["achieved_rate_rps"] / row["nominal_rate_rps"] - 1) <= 0.10, row
     assert {r.load_stage for r in m.load.records} == {"s0", "s1", "s2"}
+
+
+def test_a_failed_turn_ends_its_session(tmp_path: Path) -> None:
+    overrides = ["sim=simple", "sim.latency.ttft_base_s=0.002", "sim.latency.tbt_s=0.001",
+                 "sim.faults.error_rate=0.3", "sim.faults.seed=4", "client.start_delay_s=0.2"]
+    with live_context(tmp_path, overrides, "benchmark") as make:
+        m = _measure(make, tmp_path / "run", {"_target_": "etalon.core.arrivals.PoissonArrivals", "rate_rps": 20.0},
+                     {"_target_": "etalon.core.lengths.FixedLengths", "prompt_tokens": 8, "output_tokens": 4},
+                     sessions={"_target_": "etalon.core.sessions.Sessions", "turns": 5, "think_time_s": 0.0},
+                     num_requests=20, warmup_requests=0, seed=3)
+    by_session: dict[int, list] = {}
+    for r in m.load.records:
+        by_session.setdefault(r.session_id, []).append(r)
+    failed = 0
+    for turns in by_session.values():
+        turns.sort(key=lambda r: r.turn)
+        errors = [k for k, r in enumerate(turns) if r.status != "ok"]
+        if errors:  # the failed turn is recorded and is the session's last
+            assert errors == [len(turns) - 1] and turns[-1].http_status == 500
+            failed += 1
+        else:
+            assert len(turns) == 5
+    sessions = m.traffic["sessions"]
+    assert failed > 0 and sessions["failed_turn"] == failed and sessions["completed"] == 20 - failed
+    assert sessions["turns_not_sent"] == 100 - len(m.load.records)
