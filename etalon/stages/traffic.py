@@ -64,7 +64,7 @@ def _build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int |
         warmup_requests=warmup_requests, max_total_tokens=max_total_tokens, seed=seed,
         sessions=sessions)
     plan = source.build(schedule, tokenizer, seed, max_total_tokens)
-    if sessions is not None and any(not isinstance(p, str) for p in plan.prompts[:1]):
+    if sessions is not None and any(not isinstance(p, str) for p in plan.prompts):
         raise ConfigError("workload.sessions: the prompt source must give one text per turn "
                           f"({type(source).__name__} gives chat message lists)")
     schedule = replace(schedule, prompt_tokens=plan.prompt_tokens, output_tokens=plan.output_tokens)
