@@ -106,13 +106,19 @@ class OpenAIStreamingClient:
         self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
     ) -> RequestRecord:
         """Send one streaming request; every failure (and cancellation) becomes an error record."""
-        record, _ = await self.exchange(session, request, epoch_ns)
+        record, _ = await self._exchange(session, request, epoch_ns)
         return record
 
     async def exchange(
         self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
     ) -> tuple[RequestRecord, str]:
         """``send``, also returning the text the server streamed (a conversation's next history)."""
+        record, state = await self._exchange(session, request, epoch_ns)
+        return record, "".join(state.texts)
+
+    async def _exchange(
+        self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
+    ) -> tuple[RequestRecord, _StreamState]:
         record = RequestRecord(
             request_id=request.request_id,
             scheduled_ns=request.scheduled_ns,
@@ -143,7 +149,7 @@ class OpenAIStreamingClient:
             state.fail(*_classify(exc, started=record.http_status is not None))
         record.end_ns = time.monotonic_ns() - epoch_ns
         self._finish(record, state)
-        return record, "".join(state.texts)
+        return record, state
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, epoch_ns: int, state: _StreamState
