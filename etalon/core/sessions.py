@@ -23,16 +23,19 @@ END_UNFINISHED = "unfinished"
 @dataclass(frozen=True)
 class Sessions:
     """Conversations of ``turns`` turns (or uniform in [turns, turns_max]); the next turn is sent
-    ``think_time_s`` after the previous answer ended."""
+    ``think_time_s`` after the previous answer ended. ``from_dataset``: each session plays one
+    conversation of the prompt source (a dataset with ``conversations: true``), all its user
+    turns (at most ``turns_max``)."""
 
     turns: int = 3
     turns_max: int | None = None
     think_time_s: float = 0.0
+    from_dataset: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.turns, bool) or not isinstance(self.turns, numbers.Integral) or self.turns < 1:
             raise ValueError(f"sessions.turns must be an integer >= 1, got {self.turns!r}")
-        if self.turns_max is not None and (isinstance(self.turns_max, bool)
+        if self.turns_max is not None and not self.from_dataset and (isinstance(self.turns_max, bool)
                                            or not isinstance(self.turns_max, numbers.Integral)
                                            or self.turns_max < self.turns):
             raise ValueError(f"sessions.turns_max must be an integer >= sessions.turns={self.turns}, "

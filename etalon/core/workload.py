@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -107,13 +108,15 @@ def closed_loop_request_count(arrival: ClosedLoop, num_requests: int | None, dur
 
 def build_schedule(arrival: Arrivals, lengths: LengthSampler, *, num_requests: int | None,
                    duration_s: float | None, warmup_requests: int, max_total_tokens: int | None,
-                   seed: int, sessions: Sessions | None = None) -> Schedule:
+                   seed: int, sessions: Sessions | None = None,
+                   session_turns: Callable[[int], np.ndarray] | None = None) -> Schedule:
     """Draw the run's schedule. The same arguments give the same schedule, bit for bit.
 
     Arrivals and lengths draw from independent child streams of ``SeedSequence(seed)``, so
     changing the arrival process leaves the lengths unchanged (and vice versa). Warm-up requests
     come first and are in addition to ``num_requests``. With ``sessions``, ``num_requests`` and
-    ``warmup_requests`` count sessions, and lengths are drawn per turn.
+    ``warmup_requests`` count sessions, and lengths are drawn per turn; ``session_turns(count)``
+    (a dataset's conversations) replaces the drawn number of turns per session.
     """
     _validate(num_requests, duration_s, warmup_requests, max_total_tokens, seed)
     arrival_seed, lengths_seed = np.random.SeedSequence(int(seed)).spawn(2)
@@ -132,7 +135,8 @@ def build_schedule(arrival: Arrivals, lengths: LengthSampler, *, num_requests: i
     extra: dict[str, object] = {}
     warmup = int(min(warmup_requests, count))
     if sessions is not None:
-        turns = sessions.draw_turns(count, np.random.default_rng(np.random.SeedSequence([int(seed), 7])))
+        turns = (session_turns(count) if session_turns is not None
+                 else sessions.draw_turns(count, np.random.default_rng(np.random.SeedSequence([int(seed), 7]))))
         session_id, turn = session_layout(turns)
         if offsets_ns is not None:
             offsets_ns = offsets_ns[session_id]

@@ -46,6 +46,8 @@ class DatasetRow:
 
     prompt: Prompt
     answer: str | None
+    # Every (user message, reference answer) exchange of a conversation, for multi-turn sessions.
+    exchanges: tuple[tuple[str, str | None], ...] = ()
 
 
 def resolve_path(path: str) -> Path:
@@ -147,18 +149,34 @@ def _row(path: Path, where: str, item: Any, prompt_field: str, answer_field: str
     return DatasetRow(prompt, answer)
 
 
+def _exchanges(turns: list[Any]) -> list[tuple[str, str | None]]:
+    """(user message, the answer after it) for every user turn of a ShareGPT conversation."""
+    out: list[tuple[str, str | None]] = []
+    for k, turn in enumerate(turns):
+        if not isinstance(turn, dict) or str(turn.get("from", "")).lower() not in USER_FROM:
+            continue
+        value = _text(turn.get("value"))
+        if value is None:
+            continue
+        nxt = turns[k + 1] if k + 1 < len(turns) and isinstance(turns[k + 1], dict) else {}
+        answer = _text(nxt.get("value")) if str(nxt.get("from", "")).lower() in ASSISTANT_FROM else None
+        out.append((value, answer))
+    return out
+
+
 def _sharegpt_row(path: Path, where: str, turns: list[Any]) -> DatasetRow:
     system: list[dict[str, str]] = []
-    for k, turn in enumerate(turns):
+    exchanges = tuple(_exchanges(turns))
+    for turn in turns:
         if not isinstance(turn, dict):
             break
         speaker, value = str(turn.get("from", "")).lower(), _text(turn.get("value"))
         if speaker == "system" and value:
             system = [{"role": "system", "content": value}]
         elif speaker in USER_FROM and value:
-            nxt = turns[k + 1] if k + 1 < len(turns) and isinstance(turns[k + 1], dict) else {}
-            answer = _text(nxt.get("value")) if str(nxt.get("from", "")).lower() in ASSISTANT_FROM else None
-            return DatasetRow(value if not system else [*system, {"role": "user", "content": value}], answer)
+            user, answer = exchanges[0]
+            return DatasetRow(user if not system else [*system, {"role": "user", "content": user}], answer,
+                              exchanges)
     raise DatasetError(f"dataset {path}: {where}: conversation has no user turn "
                        "(no 'from': 'human' entry with a non-empty 'value')")
 
@@ -188,6 +206,8 @@ class DatasetPrompts:
     (the row's answer length; rows without one use the length sampler) or ``sampler``; rows are
     shuffled with the workload seed when ``shuffle``; ``num_rows`` keeps that many (after
     filters). Request i uses row i of that order, cycling when the run has more requests.
+    ``conversations`` (with ``workload.sessions``): session s plays row s's whole conversation,
+    one turn per user message, with the answers' lengths (filters do not apply).
     """
 
     path: str
@@ -198,6 +218,7 @@ class DatasetPrompts:
     output_tokens: str = "reference"
     shuffle: bool = True
     num_rows: int | None = None
+    conversations: bool = False
     _checked: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -212,9 +233,43 @@ class DatasetPrompts:
             raise ValueError(f"prompts.num_rows must be >= 1 or null, got {self.num_rows}")
         read_rows(self.path, self.prompt_field, self.answer_field)  # bad files fail at config time
 
+    def session_turns(self, num_sessions: int, seed: int, max_turns: int | None) -> np.ndarray:
+        """Turns of each session when sessions follow the dataset's conversations (session s =
+        row s of the order, its user turns, at most ``max_turns``)."""
+        rows = read_rows(self.path, self.prompt_field, self.answer_field)
+        order = self._order(np.arange(len(rows)), seed)
+        picked = order[np.arange(num_sessions) % order.size]
+        turns = np.array([max(len(rows[i].exchanges), 1) for i in picked.tolist()], dtype=np.int64)
+        return turns if max_turns is None else np.minimum(turns, max_turns)
+
+    def _order(self, candidates: np.ndarray, seed: int) -> np.ndarray:
+        order = np.random.default_rng(child_seed(seed, 4)).permutation(candidates) if self.shuffle else candidates
+        return order[: self.num_rows] if self.num_rows is not None else order
+
+    def _session_plan(self, schedule: Schedule, rows: list[DatasetRow], tokenizer: Tokenizer,
+                      seed: int) -> PromptPlan:
+        """Session s plays row s's conversation: turn k sends its k-th user message and expects
+        its k-th answer's length (the sampler's where the row has no such answer)."""
+        order = self._order(np.arange(len(rows)), seed)
+        prompts: list[Prompt] = []
+        output = np.asarray(schedule.output_tokens, dtype=np.int64).copy()
+        assert schedule.session_id is not None and schedule.turn is not None
+        for k, (sid, turn) in enumerate(zip(schedule.session_id.tolist(), schedule.turn.tolist())):
+            row = rows[int(order[sid % order.size])]
+            exchanges = row.exchanges or ((row.prompt if isinstance(row.prompt, str) else row.prompt[-1]["content"],
+                                           row.answer),)
+            user, answer = exchanges[min(turn, len(exchanges) - 1)]
+            prompts.append(user)
+            if answer is not None and self.output_tokens == "reference":
+                output[k] = max(len(tokenizer.encode(answer)), 1)
+        tokens = np.array([len(tokenizer.encode(p)) for p in prompts], dtype=np.int64)  # type: ignore[arg-type]
+        return PromptPlan(prompts, tokens, output)
+
     def build(self, schedule: Schedule, tokenizer: Tokenizer, seed: int,
               max_total_tokens: int | None) -> PromptPlan:
         rows = read_rows(self.path, self.prompt_field, self.answer_field)
+        if schedule.session_id is not None and self.conversations:
+            return self._session_plan(schedule, rows, tokenizer, seed)
         prompt_tokens = np.array([_prompt_tokens(tokenizer, r.prompt) for r in rows], dtype=np.int64)
         upper = self.max_prompt_tokens
         if max_total_tokens is not None:
@@ -226,10 +281,7 @@ class DatasetPrompts:
         if not order.size:
             raise DatasetError(f"dataset {self.path}: no row has {self.min_prompt_tokens}..{upper} prompt "
                                f"tokens ({len(rows)} rows read)")
-        if self.shuffle:
-            order = np.random.default_rng(child_seed(seed, 4)).permutation(order)
-        if self.num_rows is not None:
-            order = order[: self.num_rows]
+        order = self._order(order, seed)
         picked = order[np.arange(len(schedule)) % order.size]
         prompts = [rows[i].prompt for i in picked.tolist()]
         tokens = prompt_tokens[picked]

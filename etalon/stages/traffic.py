@@ -59,10 +59,16 @@ def _build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int |
             sessions = instantiate(cfg.workload.sessions)
         except Exception as exc:
             raise ConfigError(f"workload.sessions: {_root_cause(exc)}") from None
+    session_turns = None
+    if sessions is not None and sessions.from_dataset:
+        if not getattr(source, "conversations", False):
+            raise ConfigError("workload.sessions.from_dataset needs workload.prompts to be a dataset with "
+                              "conversations: true")
+        session_turns = lambda count: source.session_turns(count, seed, sessions.turns_max)  # noqa: E731
     schedule = build_schedule(
         arrival, lengths, num_requests=num_requests, duration_s=duration_s,
         warmup_requests=warmup_requests, max_total_tokens=max_total_tokens, seed=seed,
-        sessions=sessions)
+        sessions=sessions, session_turns=session_turns)
     plan = source.build(schedule, tokenizer, seed, max_total_tokens)
     if sessions is not None and any(not isinstance(p, str) for p in plan.prompts):
         raise ConfigError("workload.sessions: the prompt source must give one text per turn "

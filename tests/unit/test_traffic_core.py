@@ -200,3 +200,20 @@ def test_mooncake_prompt_longer_than_context(tmp_path: Path, tokenizer) -> None:
     path = _trace(tmp_path, [{"timestamp": 0, "input_length": 1000, "output_length": 1, "hash_ids": [1, 2]}])
     with pytest.raises(MooncakeTraceError, match="row 0 has input_length=1000, more than the model's context"):
         MooncakePrompts(path).build(type("S", (), {"__len__": lambda self: 1})(), tokenizer, 1, 512)
+
+
+def test_dataset_conversations_become_sessions(tmp_path: Path, tokenizer) -> None:
+    conversations = [{"conversations": [{"from": "human", "value": "first question"}, {"from": "gpt", "value": "one two"},
+                                        {"from": "human", "value": "second"}, {"from": "gpt", "value": "three"}]},
+                     {"conversations": [{"from": "human", "value": "only question"}, {"from": "gpt", "value": "yes"}]}]
+    path = _write(tmp_path / "conv.json", json.dumps(conversations))
+    source = DatasetPrompts(path, shuffle=False, conversations=True)
+    turns = source.session_turns(3, 1, None)
+    assert turns.tolist() == [2, 1, 2]
+    schedule = build_schedule(PoissonArrivals(1.0), FixedLengths(1, 50), num_requests=3, duration_s=None,
+                              warmup_requests=0, max_total_tokens=None, seed=1,
+                              sessions=Sessions(from_dataset=True), session_turns=lambda n: source.session_turns(n, 1, None))
+    plan = source.build(schedule, tokenizer, 1, 8192)
+    assert plan.prompts == ["first question", "second", "only question", "first question", "second"]
+    assert plan.output_tokens.tolist() == [len(tokenizer.encode(a)) for a in ("one two", "three", "yes", "one two", "three")]
+    assert source.session_turns(3, 1, 1).tolist() == [1, 1, 1]
