@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ class Measurement:
     load: Any
     verdict: Any
     partial: bool
+    traffic: dict[str, Any] = field(default_factory=dict)
 
     @property
     def interrupted(self) -> bool:
@@ -59,18 +60,27 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     m = once(None, ctx.stage_dir)
     repeat_block = run_repeats(ctx, m, repeats, once) if repeats > 1 and not m.interrupted else None
     from etalon.report import format_summary, write_report
+    from etalon.report.traffic_plots import write_traffic_plots
     from etalon.stages.analysis import steady_rates
 
     steady = steady_rates(m.table)
     _add_intervals(ctx, m, slo, steady, repeat_block)
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
+    artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
     from etalon.report.timeseries import TIMESERIES_FILE, plot_timeseries
 
     artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
     if ctx.cfg.print_summary:
         print(format_summary(m.summary), flush=True)
+        from etalon.stages.traffic import format_traffic
+
+        if m.traffic:
+            print(format_traffic(m.traffic), flush=True)
     scalars = dict(m.summary.scalars())
+    from etalon.stages.traffic import traffic_scalars
+
+    scalars.update(traffic_scalars(m.traffic))
     scalars.update(steady)
     verdict = _verdict_dict(m.verdict)
     if repeat_block is not None:
@@ -102,6 +112,8 @@ def _add_intervals(ctx: StageContext, m: Measurement, slo: Any, steady: dict[str
     from etalon.stages.analysis import intervals_block, run_sample
 
     extra: dict[str, Any] = {"steady": steady}
+    if m.traffic:
+        extra["traffic"] = m.traffic
     if repeat_block is not None:
         extra["repeats"] = repeat_block
     if ctx.cfg.bootstrap_replicates >= 1 and m.summary.counts.get("ok", 0) > 0:
@@ -127,24 +139,24 @@ def measure(
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
     here come from the config's workload group."""
-    from etalon.core.prompts import build_prompts
-    from etalon.core.workload import build_schedule
-    from etalon.datasets.tokenizers import load_tokenizer
     from etalon.loadgen import run_load
+
+    from etalon.stages.traffic import build_workload, traffic_report
 
     cfg = ctx.cfg
     w = cfg.workload
     seed = w.seed if seed is None else seed
-    schedule = build_schedule(
+    limit = max_total_tokens(cfg)
+    schedule, prompts = build_workload(
+        cfg,
         arrival,
         lengths,
         num_requests=w.num_requests if num_requests is None and duration_s is None else num_requests,
         duration_s=w.duration_s if num_requests is None and duration_s is None else duration_s,
         warmup_requests=w.warmup_requests if warmup_requests is None else warmup_requests,
-        max_total_tokens=max_total_tokens(cfg),
+        max_total_tokens=limit,
         seed=seed,
     )
-    prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     load = run_load(
@@ -155,11 +167,13 @@ def measure(
         records_path,
         should_stop=should_stop,
         progress=progress,
+        max_context_tokens=limit,
     )
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
-    write_summary(out_dir / SUMMARY_FILE, summary, verdict)
-    return Measurement(records_path, table, summary, load, verdict, load.partial)
+    traffic = traffic_report(schedule, load.records, limit, arrival)
+    write_summary(out_dir / SUMMARY_FILE, summary, verdict, {"traffic": traffic} if traffic else None)
+    return Measurement(records_path, table, summary, load, verdict, load.partial, traffic)
 
 
 def write_summary(path: Path, summary: Any, verdict: Any, extra: dict[str, Any] | None = None) -> None:
