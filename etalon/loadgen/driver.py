@@ -11,6 +11,7 @@ import aiohttp
 
 from etalon.clients.base import PlannedRequest
 from etalon.core.records import STATUS_ERROR, RequestRecord
+from etalon.core.redaction import redact_text
 
 if TYPE_CHECKING:
     from etalon.clients.base import Client
@@ -52,6 +53,15 @@ async def sleep_until(deadline_ns: int) -> None:
 
 def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> RequestRecord:
     """Record of a request whose task was cancelled before the client even ran."""
+    return failed_record(
+        request, actor_index, now_ns, "cancelled", "request cancelled when the run was stopped"
+    )
+
+
+def failed_record(
+    request: PlannedRequest, actor_index: int, now_ns: int, error_type: str, message: str
+) -> RequestRecord:
+    """Error record of a request the client produced no record for."""
     return RequestRecord(
         request_id=request.request_id,
         actor=actor_index,
@@ -62,8 +72,8 @@ def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> 
         requested_output_tokens=request.max_tokens,
         output_tokens=0,
         status=STATUS_ERROR,
-        error_type="cancelled",
-        error_message="request cancelled when the run was stopped",
+        error_type=error_type,
+        error_message=message,
         warmup=request.warmup,
     )
 
@@ -161,6 +171,13 @@ class ActorLoad:
     async def _send(self, request: PlannedRequest) -> RequestRecord:
         try:
             record = await self.client.send(self._session, request, self.epoch_ns)
+        except Exception as exc:  # noqa: BLE001 - a client that raises still owes a record
+            now_ns = time.monotonic_ns() - self.epoch_ns
+            record = failed_record(
+                request, self.plan.actor_index, now_ns, "client_error",
+                redact_text(f"the client raised {type(exc).__name__}: {str(exc)[:300]}",
+                            self.client.spec.secret_values()),
+            )
         finally:
             self._sem.release()
         record.actor = self.plan.actor_index
