@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from etalon.config import TrackingConfig
+from etalon.runner.redaction import redact_overrides
 from etalon.runner.tracking import PARENT_TAG, TrackingState, mlflow_client
 
 log = logging.getLogger("etalon")
@@ -45,7 +46,7 @@ class MLflowSweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         name = f"sweep-{config.get('experiment_name', 'etalon')}"
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = " ".join(redact_overrides(config.hydra.overrides.task))
         run = client.create_run(
             experiment_id,
             run_name=name,

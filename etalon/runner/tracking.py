@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from etalon.config import TrackingConfig
+from etalon.core.redaction import redact_text
 from etalon.stages.base import NullTracker
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ PARENT_TAG = "mlflow.parentRunId"
 class TrackingState:
     """Shared by a run and its children: once MLflow fails, warn once and stop trying."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: list[str] | None = None) -> None:
         self.broken = False
+        self.secrets = list(secrets or [])  # scrubbed from every tag value
 
     def guard(self, what: str, fn: Callable[[], Any]) -> Any:
         if self.broken:
@@ -73,7 +75,8 @@ class MLflowTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        secrets = self._state.secrets
+        items = [RunTag(k, redact_text(str(v), secrets)[:5000]) for k, v in tags.items()]
         self._call("set_tags", lambda: self._client.log_batch(self._run_id, tags=items))
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
@@ -111,6 +114,7 @@ def open_run(
     client: Any, experiment_id: str, name: str, tags: dict[str, str], state: TrackingState
 ) -> Iterator[MLflowTracker]:
     """Create a run, yield its tracker, end it FINISHED, or FAILED (with the error as a tag)."""
+    tags = {k: redact_text(str(v), state.secrets) for k, v in tags.items()}
     run = state.guard("create_run", lambda: client.create_run(experiment_id, run_name=name, tags=tags))
     tracker = MLflowTracker(client, experiment_id, run.info.run_id if run is not None else None, state)
     try:
@@ -170,7 +174,9 @@ def _ensure_sqlite_dir(uri: str) -> None:
 
 
 @contextmanager
-def tracked_run(tracking: TrackingConfig, name: str, tags: dict[str, str]) -> Iterator[Any]:
+def tracked_run(
+    tracking: TrackingConfig, name: str, tags: dict[str, str], secrets: list[str] | None = None
+) -> Iterator[Any]:
     """The root run of one pipeline execution (a child of the sweep's parent when tags say so)."""
     if not tracking.enabled:
         yield NullTracker()
@@ -180,7 +186,7 @@ def tracked_run(tracking: TrackingConfig, name: str, tags: dict[str, str]) -> It
         yield NullTracker()
         return
     client, experiment_id = connected
-    with open_run(client, experiment_id, name, tags, TrackingState()) as tracker:
+    with open_run(client, experiment_id, name, tags, TrackingState(secrets)) as tracker:
         yield tracker
 
 

@@ -53,7 +53,7 @@ class HostileServer(ScriptedServer):
             return web.json_response({"error": {"message": f"key {auth} is not valid"}}, status=401)
         if self.models_mode == "redirect":
             return web.Response(status=307, headers={"Location": self.redirect_to})
-        return web.json_response({"object": "list", "data": [{"id": "m1"}]})
+        return web.json_response({"object": "list", "data": [{"id": "m1"}, {"id": "echo-key"}]})
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._route)
