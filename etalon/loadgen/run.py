@@ -18,6 +18,7 @@ from etalon.clients.openai import preflight as _client_preflight
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.driver import KEEPALIVE_S
+from etalon.loadgen.interrupts import interrupt_flag
 from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
 
 if TYPE_CHECKING:
@@ -124,7 +125,8 @@ class _RayBackend:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
+            with _keep_sigterm_handler():
+                ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
         self._ray = ray
         remote = ray.remote(LoadActor).options(
             num_cpus=settings.actor_num_cpus, scheduling_strategy="SPREAD"
@@ -163,6 +165,20 @@ class _RayBackend:
             self._ray.kill(actor)
 
 
+@contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """ray.init replaces the SIGTERM handler with sys.exit; etalon's (stop like Ctrl-C) stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def preflight(endpoint: EndpointSpec) -> list[str]:
     """Fail fast (EndpointUnreachableError / EndpointStatusError) before a run; returns model ids."""
     return _client_preflight(endpoint)
@@ -181,7 +197,7 @@ def run_load(
     """Send ``schedule`` and collect one record per sent request.
 
     Records are appended to ``records_path`` (JSONL, one ``RequestRecord.to_dict()`` per line)
-    after every drain. Ctrl-C does not propagate: actors are stopped, what they have is written,
+    after every drain. Ctrl-C (and SIGTERM, SIGHUP) does not propagate: actors are stopped, what they have is written,
     and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
@@ -218,7 +234,7 @@ def _drive(
     with (
         open(records_path, "wb") as sink,
         tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
-        _interrupt_flag() as interrupted,
+        interrupt_flag() as interrupted,
     ):
         collect = _Collector(records, sink, bar)
         infos: list[dict[str, Any]] = []
@@ -263,25 +279,6 @@ def _poll_until_done(
             return reason
         if all(s["done"] for s in statuses):
             return None
-
-
-@contextmanager
-def _interrupt_flag() -> Iterator[threading.Event]:
-    """Ctrl-C sets a flag the poll loop checks instead of raising wherever the main thread is, so a
-    batch already drained from the actors is always written before the run stops."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:  # the user asked for Ctrl-C to be ignored: keep it that way
-        yield flag
-        return
-    signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class _Collector:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from etalon.config import TrackingConfig
 from etalon.runner.redaction import redact_overrides
+from etalon.runner.stale_runs import process_tags
 from etalon.runner.tracking import PARENT_TAG, TrackingState, mlflow_client
 
 log = logging.getLogger("etalon")
@@ -50,7 +51,7 @@ class MLflowSweepCallback(Callback):
         run = client.create_run(
             experiment_id,
             run_name=name,
-            tags={"etalon.sweep": "true", "hydra.overrides": overrides[:5000], "etalon.sweep_dir": str(sweep_dir)},
+            tags={**process_tags(), "etalon.sweep": "true", "hydra.overrides": overrides[:5000], "etalon.sweep_dir": str(sweep_dir)},
         )
         (sweep_dir / PARENT_MARKER).write_text(run.info.run_id)
         self._parent = (client, run.info.run_id)

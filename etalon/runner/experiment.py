@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from etalon.config import EtalonConfig
 from etalon.core.redaction import redact_text
+from etalon.loadgen.interrupts import exit_status, signal_name, terminate_as_interrupt
 from etalon.runner.errors import USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
@@ -32,7 +33,8 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
     secrets = secrets_of_config(dcfg)
     try:
-        return _run(dcfg, run_dir, hydra_cfg, secrets)
+        with terminate_as_interrupt():
+            return _run(dcfg, run_dir, hydra_cfg, secrets)
     except USER_ERRORS as exc:
         message = redact_text(describe(exc), secrets)
         print(f"etalon: error: {message}", file=sys.stderr, flush=True)
@@ -41,10 +43,11 @@ def run_experiment(dcfg: DictConfig) -> float | None:
             return None  # the sweep goes on; the job's MLflow run is marked FAILED
         sys.exit(2)
     except KeyboardInterrupt:
-        print("etalon: interrupted; results measured so far are in " + str(run_dir), file=sys.stderr)
+        print(f"etalon: interrupted ({signal_name()}); results measured so far are in {run_dir}",
+              file=sys.stderr, flush=True)
         if multirun:
             raise
-        sys.exit(130)
+        sys.exit(exit_status())
 
 
 def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) -> float | None:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 from etalon.config import TrackingConfig
 from etalon.core.redaction import redact_text
+from etalon.runner.stale_runs import fail_dead_runs, process_tags
 from etalon.stages.base import NullTracker
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def open_run(
     client: Any, experiment_id: str, name: str, tags: dict[str, str], state: TrackingState
 ) -> Iterator[MLflowTracker]:
     """Create a run, yield its tracker, end it FINISHED, or FAILED (with the error as a tag)."""
-    tags = {k: redact_text(str(v), state.secrets) for k, v in tags.items()}
+    tags = {**process_tags(), **{k: redact_text(str(v), state.secrets) for k, v in tags.items()}}
     run = state.guard("create_run", lambda: client.create_run(experiment_id, run_name=name, tags=tags))
     tracker = MLflowTracker(client, experiment_id, run.info.run_id if run is not None else None, state)
     try:
@@ -145,7 +146,10 @@ def mlflow_client(tracking: TrackingConfig) -> tuple[Any, str] | None:
             tracking.experiment_name, artifact_location=artifact_location(tracking)
         )
 
-    return state.guard("connect", connect)
+    connected = state.guard("connect", connect)
+    if connected is not None:
+        state.guard("fail_dead_runs", lambda: fail_dead_runs(*connected))
+    return connected
 
 
 def artifact_location(tracking: TrackingConfig) -> str | None:

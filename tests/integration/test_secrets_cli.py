@@ -64,6 +64,6 @@ def test_key_echoed_at_preflight_leaks_nowhere(hostile: HostileServer, tmp_path:
 def test_key_override_in_a_sweep_stays_out_of_hydra_log(hostile: HostileServer, tmp_path: Path) -> None:
     run = run_cli(tmp_path, *FAST, f"endpoint.base_url=http://127.0.0.1:{hostile.port}/v1",
                   f"+endpoint.headers.Authorization=Bearer {KEY}", "workload.seed=1,2",
-                  multirun=True, timeout_s=180)
+                  multirun=True, timeout_s=400)
     assert "Launching 2 jobs" in run.stdout + run.stderr  # Hydra's launcher log was printed
     assert KEY not in _everything_written(tmp_path, run)
