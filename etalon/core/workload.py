@@ -38,6 +38,7 @@ class Schedule:
     concurrency: int | None
     think_time_s: float
     duration_s: float | None
+    clipped_requests: int = 0  # requests shortened to fit max_total_tokens
 
     def __post_init__(self) -> None:
         n = self.prompt_tokens.shape[0]
@@ -112,7 +113,9 @@ def build_schedule(arrival: Arrivals, lengths: LengthSampler, *, num_requests: i
         count, concurrency, think_time_s = int(offsets_ns.size), None, 0.0
     prompt, output = lengths.sample(count, np.random.default_rng(lengths_seed))
     prompt, output = np.asarray(prompt, dtype=np.int64), np.asarray(output, dtype=np.int64)
+    clipped = 0
     if max_total_tokens is not None:
+        clipped = int(((prompt + output) > int(max_total_tokens)).sum())
         prompt, output = clip_lengths(prompt, output, int(max_total_tokens))
     return Schedule(
         offsets_ns=offsets_ns,
@@ -122,4 +125,5 @@ def build_schedule(arrival: Arrivals, lengths: LengthSampler, *, num_requests: i
         concurrency=concurrency,
         think_time_s=think_time_s,
         duration_s=None if duration_s is None else float(duration_s),
+        clipped_requests=clipped,
     )

@@ -24,11 +24,20 @@ KEEPALIVE_S = 60.0
 
 
 class RecordBuffer:
-    """Finished records, appended by the loop thread and drained by another thread."""
+    """Finished records, appended by the loop thread and drained by another thread.
+
+    It also knows which requests were sent but are not drained yet (``unreported``): if the
+    process dies, exactly those are lost, and the caller counts them.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: list[RequestRecord] = []
+        self._unreported: set[int] = set()
+
+    def started(self, request_id: int) -> None:
+        with self._lock:
+            self._unreported.add(request_id)
 
     def append(self, record: RequestRecord) -> None:
         with self._lock:
@@ -37,7 +46,13 @@ class RecordBuffer:
     def drain(self) -> list[RequestRecord]:
         with self._lock:
             items, self._items = self._items, []
+            for record in items:
+                self._unreported.discard(record.request_id)
         return items
+
+    def unreported(self) -> list[int]:
+        with self._lock:
+            return sorted(self._unreported)
 
 
 async def sleep_until(deadline_ns: int) -> None:
@@ -169,6 +184,7 @@ class ActorLoad:
             del self._inflight[task]  # cancelled-before-start tasks stay for _record_unstarted
 
     async def _send(self, request: PlannedRequest) -> RequestRecord:
+        self.sink.started(request.request_id)
         try:
             record = await self.client.send(self._session, request, self.epoch_ns)
         except Exception as exc:  # noqa: BLE001 - a client that raises still owes a record

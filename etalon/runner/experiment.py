@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from etalon.config import EtalonConfig
 from etalon.core.redaction import redact_text
 from etalon.loadgen.interrupts import exit_status, signal_name, terminate_as_interrupt
+from etalon.loadgen.sink import is_disk_full
 from etalon.runner.errors import USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
@@ -42,6 +43,14 @@ def run_experiment(dcfg: DictConfig) -> float | None:
         if multirun:
             return None  # the sweep goes on; the job's MLflow run is marked FAILED
         sys.exit(2)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        message = f"disk full: {exc}; records and summary written so far are in {run_dir}"
+        print(f"etalon: error: {message}", file=sys.stderr, flush=True)
+        if multirun:
+            return None
+        sys.exit(1)
     except KeyboardInterrupt:
         print(f"etalon: interrupted ({signal_name()}); results measured so far are in {run_dir}",
               file=sys.stderr, flush=True)

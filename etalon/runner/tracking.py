@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import contextmanager
 from functools import partial
@@ -21,6 +22,8 @@ PARAM_BATCH = 100
 METRIC_BATCH = 1000
 PARAM_VALUE_MAX_CHARS = 6000
 PARENT_TAG = "mlflow.parentRunId"
+HTTP_MAX_RETRIES = 0
+HTTP_TIMEOUT_S = 10
 
 
 class TrackingState:
@@ -138,13 +141,17 @@ def mlflow_client(tracking: TrackingConfig) -> tuple[Any, str] | None:
         uri = tracking.tracking_uri
         _ensure_sqlite_dir(uri)
         _check_reachable(uri)
-        client = MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(tracking.experiment_name)
-        if experiment is not None:
-            return client, experiment.experiment_id
-        return client, client.create_experiment(
-            tracking.experiment_name, artifact_location=artifact_location(tracking)
-        )
+        bound_http_requests(uri)
+        # The first use of a fresh sqlite store creates and migrates its schema: two runs doing it
+        # at once corrupt it ("duplicate column name"), so creation and migration hold a file lock.
+        with store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            experiment = client.get_experiment_by_name(tracking.experiment_name)
+            if experiment is not None:
+                return client, experiment.experiment_id
+            return client, client.create_experiment(
+                tracking.experiment_name, artifact_location=artifact_location(tracking)
+            )
 
     connected = state.guard("connect", connect)
     if connected is not None:
@@ -170,6 +177,31 @@ def _check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 
     with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
         response.read()
+
+
+def bound_http_requests(uri: str) -> None:
+    """A tracking server that dies mid-run costs one short timeout, not minutes of retries: MLflow
+    retries each HTTP call 7 times with exponential backoff by default. Values the user set win."""
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_MAX_RETRIES))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on ``<db>.lock`` beside a sqlite store (other stores: nothing to lock)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri[len("sqlite:///") :] + ".lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _ensure_sqlite_dir(uri: str) -> None:

@@ -111,6 +111,12 @@ def measure(
         max_total_tokens=max_total_tokens(cfg),
         seed=seed,
     )
+    if schedule.clipped_requests:
+        log.warning(
+            "%d of %d requests asked for more than %d tokens (prompt + output) and were shortened "
+            "to fit (workload.max_total_tokens, default model.context_tokens)",
+            schedule.clipped_requests, len(schedule.prompt_tokens), max_total_tokens(cfg),
+        )
     prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
@@ -125,10 +131,24 @@ def measure(
     )
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
-    (out_dir / SUMMARY_FILE).write_bytes(
-        orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
+    write_summary(out_dir / SUMMARY_FILE, summary)
     return Measurement(records_path, table, summary, load, verdict, load.partial)
+
+
+def write_summary(path: Path, summary: Any) -> None:
+    """``summary.json``; on a full disk the summary goes to stderr instead (it is all in memory)."""
+    import sys
+
+    from etalon.loadgen.sink import is_disk_full
+
+    data = orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"etalon: cannot write {path} ({exc}); the summary is here instead:\n{data.decode()}",
+              file=sys.stderr, flush=True)
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:
