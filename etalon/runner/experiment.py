@@ -101,6 +101,7 @@ def check_components(cfg: EtalonConfig) -> None:
 
     from etalon.datasets.tokenizers import load_tokenizer
     from etalon.runner.endpoint import launches_simulator
+    from etalon.runner.resources import check_cache_dir_writable, check_run_fits_in_memory
     from etalon.stages.benchmark import max_total_tokens
 
     load_tokenizer(cfg.model.tokenizer)
@@ -108,8 +109,9 @@ def check_components(cfg: EtalonConfig) -> None:
         from etalon.sim.config import sim_config_from_dict
 
         sim_config_from_dict(cfg.sim)
-    instantiate(cfg.workload.arrival)
-    instantiate(cfg.workload.lengths)
+    arrival, lengths = instantiate(cfg.workload.arrival), instantiate(cfg.workload.lengths)
+    check_run_fits_in_memory(cfg, arrival, lengths)
+    check_cache_dir_writable(cfg.cache_dir)
     instantiate(cfg.slo)
     for stage in cfg.pipeline.stages:
         instantiate(stage.run)
