@@ -18,6 +18,7 @@ log = logging.getLogger("etalon")
 
 RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "summary.json"
+ACTORS_FILE = "load_actors.json"
 
 
 @dataclass
@@ -129,6 +130,12 @@ def measure(
         should_stop=should_stop,
         progress=progress,
     )
+    # Each actor's epoch on the machine's monotonic clock: record time + epoch = monotonic time,
+    # which lines records up with server-side logs (the simulator's emission log).
+    try:
+        (out_dir / ACTORS_FILE).write_bytes(orjson.dumps(load.actors))
+    except OSError as exc:
+        log.warning("cannot write %s: %s", out_dir / ACTORS_FILE, exc)
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
     write_summary(out_dir / SUMMARY_FILE, summary)
