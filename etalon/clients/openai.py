@@ -39,22 +39,19 @@ from etalon.core.redaction import redact_text
 from etalon.core.records import STATUS_ERROR, RequestRecord
 
 ERROR_MESSAGE_CHARS = 500
-DRAIN_AFTER_DONE_S = 0.25
-DRAIN_AFTER_DONE_BYTES = 64 * 1024
 _DONE = b"[DONE]"
 
 
 class _StreamState:
     """What one response stream produced so far (mutated by the hot loop)."""
 
-    __slots__ = ("times", "texts", "usage", "done", "done_ns", "error_type", "error_message")
+    __slots__ = ("times", "texts", "usage", "done", "error_type", "error_message")
 
     def __init__(self) -> None:
         self.times: list[int] = []
         self.texts: list[str] = []
         self.usage: dict[str, Any] | None = None
         self.done = False
-        self.done_ns: int | None = None  # when [DONE] arrived: the end of the request
         self.error_type: str | None = None
         self.error_message: str | None = None
 
@@ -139,7 +136,7 @@ class OpenAIStreamingClient:
             state.fail("cancelled", "request cancelled when the run was stopped")
         except Exception as exc:  # noqa: BLE001 - every failure must become a record
             state.fail(*_classify(exc, started=record.http_status is not None))
-        record.end_ns = state.done_ns if state.done_ns is not None else time.monotonic_ns() - epoch_ns
+        record.end_ns = time.monotonic_ns() - epoch_ns
         self._finish_guarded(record, state)
         return record
 
@@ -207,7 +204,7 @@ class OpenAIStreamingClient:
                 except (orjson.JSONDecodeError, AttributeError, TypeError, IndexError, KeyError):
                     if _is_done(payload):
                         # [DONE] ends the stream: whatever a server sends after it is not parsed.
-                        state.done, state.done_ns = True, now_ns
+                        state.done = True
                         if not parsed:
                             state.fail("empty_stream", "stream held no event before data: [DONE]")
                         await _drain_after_done(resp)
@@ -276,16 +273,12 @@ def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> lis
 
 
 async def _drain_after_done(resp: aiohttp.ClientResponse) -> None:
-    """Read the rest of the body unparsed (normally just its end), so the connection goes back to
-    the pool; a server that keeps sending after [DONE] loses the connection instead."""
-
-    async def drain() -> None:
-        read = 0
-        while read < DRAIN_AFTER_DONE_BYTES and (data := await resp.content.readany()):
-            read += len(data)
-
+    """Read the rest of the body unparsed, as far as its end (which ends the request, as before),
+    so the connection goes back to the pool. Nothing read or failing here changes the record; the
+    request timeout still bounds a server that keeps sending after [DONE]."""
     try:
-        await asyncio.wait_for(drain(), DRAIN_AFTER_DONE_S)
+        while await resp.content.readany():
+            pass
     except (TimeoutError, aiohttp.ClientError):
         pass
 
