@@ -19,7 +19,7 @@ from etalon.clients.base import (
 from etalon.clients.openai import preflight
 from etalon.core.workload import Schedule
 from etalon.loadgen import LoadSettings, run_load
-from tests.integration.test_client_openai import DONE, ScriptedServer, chat, send, sse
+from tests.integration.test_client_openai import DONE, ScriptedServer, send, sse
 from tests.integration.threaded_server import ThreadedServer
 
 KEY = "sk-hostile-4f9a2c71"

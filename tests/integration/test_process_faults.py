@@ -4,7 +4,6 @@ kill -9 of etalon takes its simulator with it, and the next run marks the orphan
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
