@@ -27,7 +27,9 @@ class ActorLossBook:
 
     def plan(self, plans: list[ActorPlan]) -> None:
         for i, plan in enumerate(plans):
-            requests = [r for user in plan.users for r in user] if not plan.open_loop else plan.requests
+            requests = [*plan.requests, *(r for user in plan.users for r in user),
+                        *(r for turns in getattr(plan, "sessions", ()) for r in turns),
+                        *(r for user in getattr(plan, "session_users", ()) for turns in user for r in turns)]
             self._plans[i] = {r.request_id: r for r in requests}
             self._pending[i] = set()
 
