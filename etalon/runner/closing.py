@@ -19,8 +19,12 @@ class Outcome:
 
 
 @contextmanager
-def closing_verdict(cfg: Any, run_dir: Path, endpoint_url: list[str], tracker: Any) -> Iterator[Outcome]:
-    """Runs the pipeline body; then writes report.html and prints the verdict, whatever happened."""
+def closing_verdict(cfg: Any, run_dir: Path, endpoint_url: list[str], tracker: Any,
+                    secrets: list[str] | None = None) -> Iterator[Outcome]:
+    """Runs the pipeline body; then writes report.html and prints the verdict, whatever happened
+    (an error's text with every known secret redacted)."""
+    from etalon.core.redaction import redact_text
+
     outcome = Outcome()
     try:
         yield outcome
@@ -28,7 +32,7 @@ def closing_verdict(cfg: Any, run_dir: Path, endpoint_url: list[str], tracker: A
         _close(cfg, run_dir, endpoint_url, tracker, outcome, "interrupted (Ctrl-C); results so far are kept")
         raise
     except BaseException as exc:
-        _close(cfg, run_dir, endpoint_url, tracker, outcome, describe(exc))
+        _close(cfg, run_dir, endpoint_url, tracker, outcome, redact_text(describe(exc), secrets or []))
         raise
     _close(cfg, run_dir, endpoint_url, tracker, outcome, None)
 

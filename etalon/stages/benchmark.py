@@ -18,6 +18,7 @@ log = logging.getLogger("etalon")
 
 RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "summary.json"
+ACTORS_FILE = "load_actors.json"
 
 
 @dataclass
@@ -120,7 +121,7 @@ def _add_intervals(ctx: StageContext, m: Measurement, slo: Any, steady: dict[str
         sample = run_sample(m.table, slo, m.summary.measurement_window_s)
         extra["confidence_intervals"] = intervals_block(
             sample, level=ctx.cfg.confidence_level, replicates=ctx.cfg.bootstrap_replicates, seed=ctx.cfg.workload.seed)
-    write_summary(ctx.stage_dir / SUMMARY_FILE, m.summary, m.verdict, extra)
+    write_summary(ctx.stage_dir / SUMMARY_FILE, summary_payload(m.summary, m.verdict, extra))
 
 
 def measure(
@@ -157,6 +158,12 @@ def measure(
         max_total_tokens=limit,
         seed=seed,
     )
+    if schedule.clipped_requests:
+        log.warning(
+            "%d of %d requests asked for more than %d tokens (prompt + output) and were shortened "
+            "to fit (workload.max_total_tokens, default model.context_tokens)",
+            schedule.clipped_requests, len(schedule.prompt_tokens), limit,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     load = run_load(
@@ -169,20 +176,43 @@ def measure(
         progress=progress,
         max_context_tokens=limit,
     )
+    # Each actor's epoch on the machine's monotonic clock: record time + epoch = monotonic time,
+    # which lines records up with server-side logs (the simulator's emission log).
+    try:
+        (out_dir / ACTORS_FILE).write_bytes(orjson.dumps(load.actors))
+    except OSError as exc:
+        log.warning("cannot write %s: %s", out_dir / ACTORS_FILE, exc)
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
     traffic = traffic_report(schedule, load.records, limit, arrival)
-    write_summary(out_dir / SUMMARY_FILE, summary, verdict, {"traffic": traffic} if traffic else None)
+    extra = {"traffic": traffic} if traffic else None
+    write_summary(out_dir / SUMMARY_FILE, summary_payload(summary, verdict, extra))
     return Measurement(records_path, table, summary, load, verdict, load.partial, traffic)
 
 
-def write_summary(path: Path, summary: Any, verdict: Any, extra: dict[str, Any] | None = None) -> None:
-    """summary.json: the run summary, ``slo_passed`` and the SLO's judged values (and ``extra``)."""
+def summary_payload(summary: Any, verdict: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json's content: the run summary, ``slo_passed`` and the SLO's judged values (and ``extra``)."""
     payload = summary.to_dict()
     payload["slo_passed"] = None if verdict is None else bool(verdict.passed)
     payload["slo"] = _verdict_dict(verdict)
     payload.update(extra or {})
-    path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    return payload
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``; on a full disk the summary goes to stderr instead (it is all in memory)."""
+    import sys
+
+    from etalon.loadgen.sink import is_disk_full
+
+    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"etalon: cannot write {path} ({exc}); the summary is here instead:\n{data.decode()}",
+              file=sys.stderr, flush=True)
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:
