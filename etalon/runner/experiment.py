@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from etalon.config import EtalonConfig
+from etalon.config import ConfigError, EtalonConfig
+from etalon.runner.config_checks import check_output_dirs, check_schema_keys, remove_unstarted_run_dir
 from etalon.runner.errors import USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
+from etalon.runner.stage_params import check_stage_params
 from etalon.runner.tracking import PARENT_TAG, tracked_run
 
 def load_config(dcfg: DictConfig) -> EtalonConfig:
@@ -25,17 +28,22 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     """The Hydra task function's body. Returns the main metric, or None when the job failed."""
     from hydra.core.hydra_config import HydraConfig
 
+    logging.captureWarnings(True)  # libraries' warnings go to the run's log file, not the terminal
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
     try:
-        return _run(dcfg, run_dir, hydra_cfg)
+        value = _run(dcfg, run_dir, hydra_cfg)
+        print(f"etalon: done; results in {run_dir.resolve()}", flush=True)
+        return value
     except USER_ERRORS as exc:
         message = describe(exc)
         print(f"etalon: error: {message}", file=sys.stderr, flush=True)
-        (run_dir / "error.txt").write_text(message + "\n")
         if multirun:
+            (run_dir / "error.txt").write_text(message + "\n")  # the sweep's summary names it
             return None  # the sweep goes on; the job's MLflow run is marked FAILED
+        if not remove_unstarted_run_dir(run_dir):
+            (run_dir / "error.txt").write_text(message + "\n")
         sys.exit(2)
     except KeyboardInterrupt:
         print("etalon: interrupted; results measured so far are in " + str(run_dir), file=sys.stderr)
@@ -49,6 +57,7 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
     from etalon.runner.locks import endpoint_lock
 
     cfg = _validated(dcfg)
+    print(f"etalon: run directory {run_dir.resolve()}", flush=True)
     secrets = save_resolved_config(dcfg, cfg, run_dir)
     tags = run_tags(cfg, hydra_cfg)
     parent_id = _sweep_parent_id(hydra_cfg)
@@ -71,19 +80,20 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
 def _validated(dcfg: DictConfig) -> EtalonConfig:
     from etalon.config import ConfigError
 
+    check_schema_keys(dcfg)
     try:
         cfg = load_config(dcfg)
     except USER_ERRORS:
         raise
     except Exception as exc:  # OmegaConf validation errors name the key in their message
         raise ConfigError(str(exc).splitlines()[0]) from exc
+    check_stage_params(cfg.pipeline)
+    check_output_dirs(cfg)
     return cfg
 
 
 def check_components(cfg: EtalonConfig) -> None:
     """Build every swappable part once, so a bad value fails before a server starts."""
-    from hydra.utils import instantiate
-
     from etalon.datasets.tokenizers import load_tokenizer
     from etalon.runner.endpoint import launches_simulator
     from etalon.stages.benchmark import max_total_tokens
@@ -93,12 +103,25 @@ def check_components(cfg: EtalonConfig) -> None:
         from etalon.sim.config import sim_config_from_dict
 
         sim_config_from_dict(cfg.sim)
-    instantiate(cfg.workload.arrival)
-    instantiate(cfg.workload.lengths)
-    instantiate(cfg.slo)
-    for stage in cfg.pipeline.stages:
-        instantiate(stage.run)
+    _build(cfg.workload.arrival, "workload.arrival")
+    _build(cfg.workload.lengths, "workload.lengths")
+    _build(cfg.slo, "slo")
+    for stage in cfg.pipeline.steps():
+        _build(stage.run, f"pipeline.stages.{stage.name}")
     max_total_tokens(cfg)
+
+
+def _build(node: Any, key: str) -> Any:
+    """``instantiate(node)``; a value the class rejects becomes one line naming the config key."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except USER_ERRORS as exc:
+        message = describe(exc)
+        if isinstance(exc, ConfigError) or message.startswith(("trace ", key)):
+            raise
+        raise ConfigError(f"{key}: {message}") from exc
 
 
 def _sweep_parent_id(hydra_cfg: Any) -> str | None:

@@ -26,9 +26,10 @@ def run_pipeline(
     """Run every stage; the last stage's scalars are also logged on the pipeline's own run."""
     results: dict[str, StageResult] = {}
     cache_dir = Path(cfg.cache_dir)
-    for stage in cfg.pipeline.stages:
+    steps = cfg.pipeline.steps()
+    for stage in steps:
         results[stage.name] = _run_stage(cfg, stage, run_dir, endpoint, key, tracker, results, cache_dir)
-    last = results[cfg.pipeline.stages[-1].name]
+    last = results[steps[-1].name]
     tracker.log_metrics(last.scalars)
     tracker.set_tags({"etalon.partial": str(any(r.partial for r in results.values())).lower()})
     return results

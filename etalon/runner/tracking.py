@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import contextmanager
 from functools import partial
@@ -14,6 +15,9 @@ from etalon.config import TrackingConfig
 from etalon.stages.base import NullTracker
 
 log = logging.getLogger(__name__)
+# MLflow's own stderr handler would print its store-migration INFO lines on every run; with this
+# its records go through the root logger (the run's log file).
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
 PARAM_BATCH = 100
 METRIC_BATCH = 1000
@@ -123,8 +127,24 @@ def open_run(
     tracker._call("end_run", lambda: client.set_terminated(tracker.run_id, status="FINISHED"))
 
 
+# One client per store and experiment for the whole process: every job of a sweep (and every
+# search task a Ray worker runs) reuses its connection instead of re-opening and re-checking the
+# store's schema.
+_CLIENTS: dict[tuple[str, str, str | None], tuple[Any, str]] = {}
+
+
 def mlflow_client(tracking: TrackingConfig) -> tuple[Any, str] | None:
     """An MlflowClient and the experiment id, or None (with one warning) if the store is unreachable."""
+    key = (tracking.tracking_uri, tracking.experiment_name, tracking.artifact_location)
+    if key in _CLIENTS:
+        return _CLIENTS[key]
+    connected = _connect(tracking)
+    if connected is not None:
+        _CLIENTS[key] = connected
+    return connected
+
+
+def _connect(tracking: TrackingConfig) -> tuple[Any, str] | None:
     state = TrackingState()
 
     def connect() -> tuple[Any, str]:
