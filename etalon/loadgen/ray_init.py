@@ -11,6 +11,10 @@ from typing import Any
 LOCAL_INIT: dict[str, Any] = {"include_dashboard": False}
 
 
+class RayStartError(RuntimeError):
+    """Ray could not be started or joined; the message says what to do instead."""
+
+
 def quiet_ray_logging() -> None:
     """Send the ``ray`` logger's records to the root logger (the run's log file; errors still
     reach the terminal) instead of Ray's own stderr handler."""
@@ -34,8 +38,14 @@ def ensure_ray(address: str | None = None, **options: Any) -> Any:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet_ray_logging()
     kwargs = {**LOCAL_INIT, **options} if address is None else dict(options)
-    ray.init(address=address, ignore_reinit_error=True, configure_logging=False, **kwargs)
+    try:
+        ray.init(address=address, ignore_reinit_error=True, configure_logging=False, **kwargs)
+    except Exception as exc:  # Ray raises bare Exceptions (node start-up timeouts, bad addresses)
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RayStartError(f"could not {where}: {first} (client=local runs the load in this process, "
+                            "without Ray)") from None
     return ray
 
 
-__all__ = ["ensure_ray", "quiet_ray_logging"]
+__all__ = ["RayStartError", "ensure_ray", "quiet_ray_logging"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from etalon.runner.errors import USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
 from etalon.runner.stage_params import check_stage_params
-from etalon.runner.tracking import PARENT_TAG, tracked_run
+from etalon.runner.tracking import PARENT_TAG, connect_in_background, tracked_run
 
 def load_config(dcfg: DictConfig) -> EtalonConfig:
     """Resolve and convert once; every cross-field check runs here, before any request is sent."""
@@ -65,14 +66,21 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
         tags[PARENT_TAG] = parent_id
     name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.pipeline.name}"
     # Jobs of a Ray sweep that measure the same endpoint wait for each other here.
-    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or "")), tracked_run(cfg.tracking, name, tags) as tracker:
+    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or "")), ExitStack() as stack:
+        connect_in_background(cfg.tracking)  # MLflow connects while the endpoint starts
+        try:
+            check_components(cfg)
+            endpoint, key = stack.enter_context(live_endpoint(cfg))
+        except USER_ERRORS:
+            with tracked_run(cfg.tracking, name, tags) as tracker:  # a FAILED run with the reason
+                tracker.log_params(tracking_params(cfg, dcfg, secrets))
+                raise
+        tracker = stack.enter_context(tracked_run(cfg.tracking, name, tags))
         tracker.log_params(tracking_params(cfg, dcfg, secrets))
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)
-        check_components(cfg)  # inside the run, so a bad value marks it FAILED with the reason
-        with live_endpoint(cfg) as (endpoint, key):
-            tracker.set_tags({"endpoint.base_url": endpoint.base_url})
-            results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
+        tracker.set_tags({"endpoint.base_url": endpoint.base_url})
+        results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
     last = list(results.values())[-1]
     return last.scalars.get("output_tokens_per_s")
 

@@ -84,7 +84,9 @@ def search_task(job: SearchJob) -> SearchOutcome:
     from etalon.runner.locks import endpoint_lock
     from etalon.stages.capacity_search import SearchSettings, capacity
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # Ray forwards a task's stderr to the driver's terminal: etalon's lines, not libraries' INFO.
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(message)s")
+    logging.getLogger("etalon").setLevel(logging.INFO)
     check_components(job.cfg)
     with live_endpoint(job.cfg) as (spec, key), search_tracker(job) as tracker:
         lock_key = f"{key}#{job.lock_scope}" if key in job.held_keys else key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from contextlib import contextmanager
 from functools import partial
@@ -133,15 +134,32 @@ def open_run(
 _CLIENTS: dict[tuple[str, str, str | None], tuple[Any, str]] = {}
 
 
+_CONNECT_LOCK = threading.Lock()
+FAILED_CONNECT_TTL_S = 60.0  # a store that failed is tried again after this (the next sweep job)
+_FAILED: dict[tuple[str, str, str | None], float] = {}
+
+
 def mlflow_client(tracking: TrackingConfig) -> tuple[Any, str] | None:
     """An MlflowClient and the experiment id, or None (with one warning) if the store is unreachable."""
     key = (tracking.tracking_uri, tracking.experiment_name, tracking.artifact_location)
-    if key in _CLIENTS:
-        return _CLIENTS[key]
-    connected = _connect(tracking)
-    if connected is not None:
-        _CLIENTS[key] = connected
-    return connected
+    with _CONNECT_LOCK:  # a connection started by connect_in_background is waited for, not repeated
+        if key in _CLIENTS:
+            return _CLIENTS[key]
+        if time.monotonic() - _FAILED.get(key, -FAILED_CONNECT_TTL_S) < FAILED_CONNECT_TTL_S:
+            return None
+        connected = _connect(tracking)
+        if connected is None:
+            _FAILED[key] = time.monotonic()
+        else:
+            _CLIENTS[key] = connected
+        return connected
+
+
+def connect_in_background(tracking: TrackingConfig) -> None:
+    """Start connecting to the store (importing MLflow, creating or checking its schema) on a
+    thread, so that it overlaps the endpoint's start-up; ``mlflow_client`` then waits for it."""
+    if tracking.enabled:
+        threading.Thread(target=mlflow_client, args=(tracking,), name="etalon-mlflow-connect", daemon=True).start()
 
 
 def _connect(tracking: TrackingConfig) -> tuple[Any, str] | None:
