@@ -81,6 +81,7 @@ def test_client_measures_the_simulator_within_3_percent_at_32_streams(tmp_path: 
     run = run_cli(
         tmp_path,
         "+experiment=quickstart",
+        "client=default",  # the Ray actor path, as before the preset ran in-process
         "workload=closed_loop",
         "workload.arrival.concurrency=32",
         "workload.lengths.prompt_tokens=500",
