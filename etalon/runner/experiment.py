@@ -11,10 +11,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from etalon.config import ConfigError, EtalonConfig
+from etalon.core.redaction import redact_text
+from etalon.loadgen.interrupts import exit_status, signal_name, terminate_as_interrupt
+from etalon.loadgen.sink import is_disk_full
 from etalon.runner.config_checks import check_output_dirs, check_schema_keys, remove_unstarted_run_dir
 from etalon.runner.errors import USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
+from etalon.runner.redaction import secrets_of_config
 from etalon.runner.stage_params import check_stage_params
 from etalon.runner.tracking import PARENT_TAG, connect_in_background, tracked_run
 
@@ -33,12 +37,14 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    secrets = secrets_of_config(dcfg)
     try:
-        value = _run(dcfg, run_dir, hydra_cfg)
+        with terminate_as_interrupt():
+            value = _run(dcfg, run_dir, hydra_cfg, secrets)
         print(f"etalon: done; results in {run_dir.resolve()}", flush=True)
         return value
     except USER_ERRORS as exc:
-        message = describe(exc)
+        message = redact_text(describe(exc), secrets)
         print(f"etalon: error: {message}", file=sys.stderr, flush=True)
         if multirun:
             (run_dir / "error.txt").write_text(message + "\n")  # the sweep's summary names it
@@ -46,20 +52,29 @@ def run_experiment(dcfg: DictConfig) -> float | None:
         if not remove_unstarted_run_dir(run_dir):
             (run_dir / "error.txt").write_text(message + "\n")
         sys.exit(2)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        message = f"disk full: {exc}; records and summary written so far are in {run_dir}"
+        print(f"etalon: error: {message}", file=sys.stderr, flush=True)
+        if multirun:
+            return None
+        sys.exit(1)
     except KeyboardInterrupt:
-        print("etalon: interrupted; results measured so far are in " + str(run_dir), file=sys.stderr)
+        print(f"etalon: interrupted ({signal_name()}); results measured so far are in {run_dir}",
+              file=sys.stderr, flush=True)
         if multirun:
             raise
-        sys.exit(130)
+        sys.exit(exit_status())
 
 
-def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
+def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) -> float | None:
     from etalon.runner.endpoint import endpoint_key, live_endpoint
     from etalon.runner.locks import endpoint_lock
 
     cfg = _validated(dcfg)
     print(f"etalon: run directory {run_dir.resolve()}", flush=True)
-    secrets = save_resolved_config(dcfg, cfg, run_dir)
+    secrets = sorted(set(secrets) | set(save_resolved_config(dcfg, cfg, run_dir)), key=len, reverse=True)
     tags = run_tags(cfg, hydra_cfg)
     parent_id = _sweep_parent_id(hydra_cfg)
     if parent_id:
@@ -72,10 +87,10 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
             check_components(cfg)
             endpoint, key = stack.enter_context(live_endpoint(cfg))
         except USER_ERRORS:
-            with tracked_run(cfg.tracking, name, tags) as tracker:  # a FAILED run with the reason
+            with tracked_run(cfg.tracking, name, tags, secrets) as tracker:  # a FAILED run with the reason
                 tracker.log_params(tracking_params(cfg, dcfg, secrets))
                 raise
-        tracker = stack.enter_context(tracked_run(cfg.tracking, name, tags))
+        tracker = stack.enter_context(tracked_run(cfg.tracking, name, tags, secrets))
         tracker.log_params(tracking_params(cfg, dcfg, secrets))
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)
@@ -104,6 +119,7 @@ def check_components(cfg: EtalonConfig) -> None:
     """Build every swappable part once, so a bad value fails before a server starts."""
     from etalon.datasets.tokenizers import load_tokenizer
     from etalon.runner.endpoint import launches_simulator
+    from etalon.runner.resources import check_cache_dir_writable, check_run_fits_in_memory
     from etalon.stages.benchmark import max_total_tokens
 
     load_tokenizer(cfg.model.tokenizer)
@@ -111,8 +127,10 @@ def check_components(cfg: EtalonConfig) -> None:
         from etalon.sim.config import sim_config_from_dict
 
         sim_config_from_dict(cfg.sim)
-    _build(cfg.workload.arrival, "workload.arrival")
-    _build(cfg.workload.lengths, "workload.lengths")
+    arrival = _build(cfg.workload.arrival, "workload.arrival")
+    lengths = _build(cfg.workload.lengths, "workload.lengths")
+    check_run_fits_in_memory(cfg, arrival, lengths)
+    check_cache_dir_writable(cfg.cache_dir)
     _build(cfg.slo, "slo")
     for stage in cfg.pipeline.steps():
         _build(stage.run, f"pipeline.stages.{stage.name}")
