@@ -273,15 +273,16 @@ def _interrupt_flag() -> Iterator[threading.Event]:
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:  # the user asked for Ctrl-C to be ignored: keep it that way
-        yield flag
-        return
-    signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    # SIGTERM (a scheduler or `kill` stopping the run) is treated as Ctrl-C: stop, keep the records.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # a signal the user asked to ignore stays ignored
+            signal.signal(sig, lambda signum, frame: flag.set())
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Collector:

@@ -28,6 +28,7 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    _sigterm_interrupts()
     try:
         return _run(dcfg, run_dir, hydra_cfg)
     except USER_ERRORS as exc:
@@ -42,6 +43,15 @@ def run_experiment(dcfg: DictConfig) -> float | None:
         if multirun:
             raise
         sys.exit(130)
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM stops a run as Ctrl-C does (partial results written, later stages skipped, exit 130)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:

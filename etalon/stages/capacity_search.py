@@ -113,12 +113,13 @@ def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeR
         expanding = bracket([r.probe for r in runs])[1] is None
         run_ = probe(ctx, slo, settings, base, lengths, load, len(runs), short=expanding)
         runs.append(run_)
+        if run_.interrupted:
+            log.warning("capacity_search: probe %d at %.4g interrupted: no verdict, the search stops", len(runs), load)
+            break
         log.info("capacity_search: probe %d at %.4g -> %s (%s = %.4g, limit %.4g)%s%s", len(runs), load,
                  "pass" if run_.probe.passed else "fail", run_.extra.get("metric"), run_.probe.value,
                  run_.probe.threshold, " [cached]" if run_.probe.cached else "",
                  f" [stopped: {run_.stop_reason}]" if run_.probe.early_stopped else "")
-        if run_.interrupted:
-            break
     return runs
 
 
@@ -187,8 +188,10 @@ def probe(
             result.extra.update(started_ns=window_ns[0], ended_ns=window_ns[1])
         tracker.log_params({"load": load, "search": settings.search, "probe_dir": str(probe_dir),
                             "short": settings is not full})
-        tracker.set_tags({"etalon.cached": str(result.probe.cached).lower()})
-        tracker.log_metrics({**result.scalars, "slo_passed": float(result.probe.passed),
+        tracker.set_tags({"etalon.cached": str(result.probe.cached).lower(),
+                          "etalon.interrupted": str(result.interrupted).lower()})
+        verdict = {} if result.interrupted else {"slo_passed": float(result.probe.passed)}
+        tracker.log_metrics({**result.scalars, **verdict,
                              "early_stopped": float(result.probe.early_stopped),
                              "probe_duration_s": result.probe.duration_s})
     return result
@@ -300,8 +303,10 @@ def judge_probe(
 
 
 def best_run(runs: list[ProbeRun]) -> ProbeRun | None:
-    lo, _ = bracket([r.probe for r in runs])
-    return None if lo is None else next(r for r in runs if r.probe is lo)
+    """The probe the capacity rests on; an interrupted probe is no verdict and never counts."""
+    judged = [r for r in runs if not r.interrupted]
+    lo, _ = bracket([r.probe for r in judged])
+    return None if lo is None else next(r for r in judged if r.probe is lo)
 
 
 def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[ProbeRun]) -> StageResult:
@@ -317,9 +322,12 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
         tokens_key: at_best.get("output_tokens_per_s"),
         "metrics_at_max": at_best,
         "verdict_at_max": best.verdict_values if best else None,
-        "lowest_failing": min((r.probe.load for r in runs if not r.probe.passed), default=None),
+        "lowest_failing": min((r.probe.load for r in runs if not r.probe.passed and not r.interrupted),
+                              default=None),
         "probes": [probe_row(r) for r in runs],
         "new_probes": sum(not r.probe.cached for r in runs),
+        # Ctrl-C: the pipeline stops after this stage's partial results are written.
+        "interrupted": any(r.interrupted for r in runs),
     }
     if settings.search == "concurrency":
         data["max_rate_rps"] = None  # a closed loop has no offered rate to hand on
@@ -335,7 +343,7 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
         scalars[rate_key] = float(best.probe.load)
         if data[tokens_key] is not None:
             scalars[tokens_key] = float(data[tokens_key])
-    if best is None:
+    if best is None and not data["interrupted"]:
         log.warning("capacity_search: no probed load met the SLO (lowest tried %.4g)", min(r.probe.load for r in runs))
     return StageResult(name=ctx.stage_name, stage_dir=ctx.stage_dir, scalars=scalars, data=data,
                        artifacts=paths, partial=any(r.interrupted for r in runs))
@@ -345,7 +353,7 @@ def probe_row(r: ProbeRun) -> dict[str, Any]:
     p = r.probe
     return {"load": p.load, "passed": p.passed, "metric": r.extra.get("metric"), "value": p.value,
             "threshold": p.threshold, "scale": p.scale, "cached": p.cached, "early_stopped": p.early_stopped,
-            "short": p.short,
+            "short": p.short, "interrupted": r.interrupted,
             "stop_reason": r.stop_reason, "duration_s": p.duration_s, "measured_s": r.extra.get("measured_s"),
             "output_tokens_per_s": r.scalars.get("output_tokens_per_s"), "records": str(r.records_path),
             "started_ns": r.extra.get("started_ns"), "ended_ns": r.extra.get("ended_ns")}

@@ -140,9 +140,12 @@ def _measure(ctx: StageContext, lengths: list[int], repetitions: int, output_tok
         out_dir=ctx.stage_dir / "requests",
         slo=TbtTtftSlo(ttft_s=1e9, tbt_s=1e9),  # only the records are used here
     )
+    if m.interrupted:
+        # Ctrl-C: the records are written; the pipeline stops here (nothing to fit, no later stage).
+        raise KeyboardInterrupt
     t = m.table
     keep = t.ok & ~t.warmup & (t.first_token_ns >= 0)
-    if m.interrupted or not keep.any():
+    if not keep.any():
         raise StageError(f"prefill_profile: no usable request (stop reason: {m.load.stop_reason})")
     ttft = (t.first_token_ns[keep] - t.sent_ns[keep]) / 1e9
     return {"prompt_tokens": t.prompt_tokens[keep].tolist(), "ttft_s": ttft.tolist(),
