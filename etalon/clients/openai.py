@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any, Callable
 
 import aiohttp
@@ -72,6 +73,13 @@ class OpenAIStreamingClient:
             total=spec.timeout_s, sock_connect=spec.connect_timeout_s
         )
         self._count_tokens = _token_counter(spec.tokenizer) if spec.tokenizer else None
+        # Request ids are UUID strings (llama.cpp's server rejects a bare integer): a random version-4
+        # prefix per client, the request's index in the last 12 hex digits (to match server logs).
+        self._uuid_prefix = str(uuid.uuid4())[:24]
+
+    def request_uuid(self, request_id: int) -> str:
+        """The request-id header value: a UUID string whose last group is the request index in hex."""
+        return f"{self._uuid_prefix}{request_id & 0xFFFFFFFFFFFF:012x}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self._url!r}, model={self.spec.model!r})"
@@ -112,7 +120,9 @@ class OpenAIStreamingClient:
             warmup=request.warmup,
         )
         state = _StreamState()
-        headers = {**self._headers, "X-Request-Id": str(request.request_id)}
+        headers = self._headers
+        if self.spec.request_id_header:
+            headers = {**headers, self.spec.request_id_header: self.request_uuid(request.request_id)}
         data = self.body(request)
         record.sent_ns = time.monotonic_ns() - epoch_ns
         try:
@@ -187,6 +197,7 @@ class OpenAIStreamingClient:
             state.fail("stream_broken", "stream ended without data: [DONE]")
 
     def _finish(self, record: RequestRecord, state: _StreamState) -> None:
+        record.server_prompt_tokens, record.cached_tokens = usage_prompt_counts(state.usage)
         usage_tokens = (state.usage or {}).get("completion_tokens")
         if isinstance(usage_tokens, int) and usage_tokens >= 0:
             n_tokens, record.output_tokens_source = usage_tokens, "usage"
@@ -221,6 +232,20 @@ class OpenAICompletionsClient(OpenAIStreamingClient):
     @staticmethod
     def chunk_text(choice: dict[str, Any]) -> str | None:
         return choice.get("text")
+
+
+def usage_prompt_counts(usage: Any) -> tuple[int | None, int | None]:
+    """(usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens), each None unless the server
+    sent a non-negative integer (a hostile or absent value is never trusted)."""
+    if not isinstance(usage, dict):
+        return None, None
+
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    details = usage.get("prompt_tokens_details")
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    return count(usage.get("prompt_tokens")), cached
 
 
 def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> list[int]:

@@ -37,6 +37,10 @@ class RequestRecord:
     error_type: str | None = None
     error_message: str | None = None
     warmup: bool = False
+    # What the server said it counted (usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens);
+    # None when it did not say. ``prompt_tokens`` stays the planned count.
+    server_prompt_tokens: int | None = None
+    cached_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]

@@ -74,6 +74,7 @@ def live_endpoint(cfg: EtalonConfig) -> Iterator[tuple[EndpointSpec, str]]:
             timeout_s=cfg.endpoint.timeout_s,
             connect_timeout_s=cfg.endpoint.connect_timeout_s,
             tokenizer=cfg.model.tokenizer,
+            request_id_header=cfg.endpoint.request_id_header,
         )
         check_model_served(spec)
         yield spec, endpoint_key(cfg, base_url)

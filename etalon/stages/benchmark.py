@@ -11,6 +11,7 @@ import orjson
 from hydra.utils import instantiate
 
 from etalon.config import ConfigError, EtalonConfig
+from etalon.core.accounting import accounting_notes, accounting_scalars, token_accounting
 from etalon.core.records import RecordTable, RequestRecord
 from etalon.stages.base import StageContext, StageError, StageResult
 
@@ -30,6 +31,7 @@ class Measurement:
     load: Any
     verdict: Any
     partial: bool
+    accounting: dict[str, Any] | None = None  # etalon.core.accounting.token_accounting
 
     @property
     def interrupted(self) -> bool:
@@ -61,6 +63,10 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     if ctx.cfg.print_summary:
         print(format_summary(m.summary), flush=True)
     scalars = dict(m.summary.scalars())
+    if m.accounting is not None:
+        scalars.update(accounting_scalars(m.accounting))
+        for note in m.accounting["notes"]:
+            log.warning("benchmark: %s", note)
     if m.verdict is not None:
         scalars["slo_passed"] = float(m.verdict.passed)
     return StageResult(
@@ -72,6 +78,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
             "rate_rps": getattr(arrival, "rate_rps", None),
             "concurrency": getattr(arrival, "concurrency", None),
             "interrupted": m.interrupted,
+            "token_accounting": m.accounting,
         },
         artifacts=artifacts,
         partial=m.partial,
@@ -91,9 +98,11 @@ def measure(
     seed: int | None = None,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = False,
+    prompt_seed: int | None = None,
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
-    here come from the config's workload group."""
+    here come from the config's workload group; prompt text comes from ``prompt_seed`` (default:
+    this stage's seed derived from the run, so no two stages or runs send the same prompts)."""
     from etalon.core.prompts import build_prompts
     from etalon.core.workload import build_schedule
     from etalon.datasets.tokenizers import load_tokenizer
@@ -111,7 +120,8 @@ def measure(
         max_total_tokens=max_total_tokens(cfg),
         seed=seed,
     )
-    prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, seed)
+    prompt_seed = ctx.prompt_seed() if prompt_seed is None else prompt_seed
+    prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, prompt_seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     load = run_load(
@@ -125,10 +135,20 @@ def measure(
     )
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
-    (out_dir / SUMMARY_FILE).write_bytes(
-        orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
-    return Measurement(records_path, table, summary, load, verdict, load.partial)
+    accounting = _accounting(load.records)
+    payload = {**summary.to_dict(), "token_accounting": accounting}
+    payload["scalars"].update(accounting_scalars(accounting))
+    (out_dir / SUMMARY_FILE).write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    return Measurement(records_path, table, summary, load, verdict, load.partial, accounting)
+
+
+def _accounting(records: list[RequestRecord]) -> dict[str, Any]:
+    """Token accounting of the measured rows, with the notes a reader must see (see core.accounting)."""
+    from etalon.core.summary import CANCELLED
+
+    acc = token_accounting(r for r in records if not r.warmup and r.error_type != CANCELLED)
+    acc["notes"] = accounting_notes(acc)
+    return acc
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:

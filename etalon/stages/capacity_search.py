@@ -177,7 +177,7 @@ def probe(
             with ctx.endpoint_lock():
                 started = time.monotonic()  # time waiting for the lock is not the probe's
                 start_ns = time.time_ns()
-                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected)
+                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected, index)
                 window_ns = (start_ns, time.time_ns())
         else:
             table, meta = cached
@@ -235,7 +235,7 @@ def _early_stop(slo: Any, expected: tuple[int, int]) -> Any:
 
 def _measure_probe(
     ctx: StageContext, slo: Any, settings: SearchSettings, arrival: Any, lengths: Any,
-    probe_dir: Path, expected: tuple[int, int],
+    probe_dir: Path, expected: tuple[int, int], index: int,
 ) -> tuple[RecordTable, dict[str, Any]]:
     from etalon.stages.benchmark import measure
 
@@ -247,6 +247,7 @@ def _measure_probe(
         num_requests=settings.probe_requests, duration_s=settings.probe_duration_s,
         warmup_requests=_warmup(ctx, settings), seed=ctx.cfg.workload.seed,
         should_stop=_early_stop(slo, expected) if settings.early_stop else None,
+        prompt_seed=ctx.prompt_seed("probe", index),  # fresh text per probe: no prefix-cache hits
     )
     reason = m.load.stop_reason
     kind = reason.split(":", 1)[0] if reason and reason.startswith((STOP_SLO, STOP_QUEUE)) else None
