@@ -25,6 +25,9 @@ class ModelConfig:
     name: str = MISSING
     tokenizer: str = "etalon-bpe-8k"
     context_tokens: int = 8192
+    # Fail (instead of warning) when the tokenizer does not match the server's count of a prompt,
+    # or is the shipped etalon-bpe-8k against a server that is not the simulator.
+    strict_tokenizer: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must be set")

@@ -49,6 +49,8 @@ class EndpointSpec:
     tokenizer: str | None = None
     # Header carrying a fresh UUID string per request (None: send none).
     request_id_header: str | None = "X-Request-Id"
+    # What the server said it is before the run (etalon.clients.identity.observe_server).
+    server_identity: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

@@ -323,11 +323,34 @@ def _measure_probe(
     reason = m.load.stop_reason
     kind = reason.split(":", 1)[0] if reason and reason.startswith((STOP_SLO, STOP_QUEUE)) else None
     meta = {"stop_reason": reason, "stop_kind": kind, "measured_s": m.load.duration_s,
-            "expected_requests": expected[0], "interrupted": m.interrupted}
+            "expected_requests": expected[0], "interrupted": m.interrupted, **measured_against(ctx),
+            "prompt_seed": ctx.prompt_seed("probe", index),
+            "cached_prompt_tokens": (m.accounting or {}).get("cached_prompt_tokens")}
     if not m.interrupted and not (m.partial and kind is None):
         # Only finished (or deliberately stopped) probes are cached: an interrupted one re-runs.
         (probe_dir / PROBE_META).write_bytes(orjson.dumps(meta))
     return m.table, meta
+
+
+def measured_against(ctx: StageContext) -> dict[str, str]:
+    """When and against which server (as observed) something was measured: told when it is reused."""
+    from datetime import datetime, timezone
+
+    from etalon.clients.identity import describe_server
+
+    server = describe_server(getattr(ctx.endpoint, "server_identity", None), getattr(ctx.endpoint, "base_url", "?"))
+    return {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "server": server}
+
+
+def tell_reuse(what: str, metas: list[dict[str, Any]], cache_dir: Path) -> None:
+    """Print "reused N <what> measured at <time> against <server>" for cached results."""
+    if not metas:
+        return
+    times = sorted(str(m.get("measured_at", "?")) for m in metas)
+    when = times[0] if times[0] == times[-1] else f"{times[0]} .. {times[-1]}"
+    servers = sorted({str(m.get("server", "?")) for m in metas})
+    print(f"etalon: reused {len(metas)} {what} measured at {when} against {'; '.join(servers)} "
+          f"(delete {cache_dir} to measure again)", flush=True)
 
 
 def _reusable(
@@ -376,7 +399,9 @@ def judge_probe(
     return ProbeRun(p, scalars, {} if verdict is None else dict(verdict.values), meta["stop_reason"],
                     records_path, interrupted=bool(meta["interrupted"]),
                     extra={"metric": None if verdict is None else verdict.metric,
-                           "measured_s": meta.get("measured_s"), "vetoes": vetoes})
+                           "measured_s": meta.get("measured_s"), "vetoes": vetoes,
+                           "measured_at": meta.get("measured_at"), "server": meta.get("server"),
+                           "cached_prompt_tokens": meta.get("cached_prompt_tokens")})
 
 
 def best_run(runs: list[ProbeRun]) -> ProbeRun | None:
@@ -390,6 +415,7 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
            unconverged: str | None = None) -> StageResult:
     """capacity.json, probes.csv, the capacity chart; the best load and its metrics as scalars.
     ``unconverged`` (see ``convergence``) marks an answer that did not meet the precision."""
+    tell_reuse("probes", [r.extra for r in runs if r.probe.cached], ctx.cache_dir / "probes")
     best = best_run(runs)
     rate_key = "max_rate_rps" if settings.search == "rate" else "max_concurrency"
     tokens_key = "fluid_token_generation_rate_tokens_per_s" if slo.name == "deadline" else "output_tokens_per_s"
@@ -410,6 +436,8 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
         "converged": unconverged is None,
         "unconverged_reason": unconverged,
         "min_probe_requests": min_requests(slo, settings),
+        # Prompt tokens the server said it served from its prefix cache, over the probes that told.
+        "cached_prompt_tokens": _sum_known(r.extra.get("cached_prompt_tokens") for r in runs),
     }
     if settings.search == "concurrency":
         data["max_rate_rps"] = None  # a closed loop has no offered rate to hand on
@@ -435,6 +463,11 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
                        artifacts=paths, partial=any(r.interrupted for r in runs))
 
 
+def _sum_known(values: Any) -> int | None:
+    known = [int(v) for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def probe_row(r: ProbeRun) -> dict[str, Any]:
     p = r.probe
     return {"load": p.load, "passed": p.passed, "metric": r.extra.get("metric"), "value": p.value,
@@ -442,7 +475,8 @@ def probe_row(r: ProbeRun) -> dict[str, Any]:
             "short": p.short, "interrupted": r.interrupted,
             "stop_reason": r.stop_reason, "vetoes": "; ".join(r.extra.get("vetoes") or []) or None,
             "measured_requests": r.extra.get("measured_requests"), "offered_rps": r.extra.get("offered_rps"),
-            "achieved_rps": r.extra.get("achieved_rps"),
+            "achieved_rps": r.extra.get("achieved_rps"), "cached_prompt_tokens": r.extra.get("cached_prompt_tokens"),
+            "measured_at": r.extra.get("measured_at"),
             "duration_s": p.duration_s, "measured_s": r.extra.get("measured_s"),
             "output_tokens_per_s": r.scalars.get("output_tokens_per_s"), "records": str(r.records_path),
             "started_ns": r.extra.get("started_ns"), "ended_ns": r.extra.get("ended_ns")}

@@ -77,6 +77,9 @@ def endpoint_identity(ctx: StageContext) -> dict[str, Any]:
         "endpoint": endpoint,
         "sim": ctx.cfg.sim,
         "model": dataclasses.asdict(ctx.cfg.model),
+        # What the server said it is (models, max_model_len, version, *_info metrics): a server
+        # restarted with other settings behind the same URL is another endpoint.
+        "server": getattr(ctx.endpoint, "server_identity", None),
     }
 
 
@@ -114,10 +117,15 @@ def run(
     cache_file = ctx.cache_dir / "prefill" / key / MEASUREMENTS_FILE
     cached = cache_file.exists()
     if cached:
+        from etalon.stages.capacity_search import tell_reuse
+
         log.info("prefill_profile: reusing measurements from %s", cache_file)
         measured = orjson.loads(cache_file.read_bytes())
+        tell_reuse("prefill profile measurements", [measured], cache_file.parent)
     else:
-        measured = _measure(ctx, lengths, repetitions, output_tokens)
+        from etalon.stages.capacity_search import measured_against
+
+        measured = {**_measure(ctx, lengths, repetitions, output_tokens), **measured_against(ctx)}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_bytes(orjson.dumps(measured))
     return _finish(ctx, measured, statistic, model_factory, cached)

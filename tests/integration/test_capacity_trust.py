@@ -82,3 +82,27 @@ def test_probe_over_capacity_fails_on_achieved_vs_offered(tmp_path: Path) -> Non
     assert not run.probe.passed and math.isinf(run.probe.scale)
     assert run.extra["achieved_rps"] < 0.75 * run.extra["offered_rps"]
     assert any(v.startswith("achieved") for v in run.extra["vetoes"]), run.extra["vetoes"]
+
+
+def test_probe_cache_knows_the_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same search again reuses its probes and says so; after changing one engine coefficient
+    of the simulator, nothing is reused."""
+    params = dict(search="rate", start_rate_rps=8.0, max_probes=2, probe_requests=40, probe_duration_s=2.0,
+                  min_probe_requests=20, early_stop=True)
+    base = ["+experiment=capacity_sim", "client.start_delay_s=0.2"]
+
+    def search(extra: list[str], name: str) -> dict:
+        with live_context(tmp_path, base + extra, "capacity_search") as make:
+            ctx = make(run_dir=tmp_path / name)
+            return capacity_search.run(ctx, **params).data
+
+    first = search([], "a")
+    probes = len(first["probes"])  # 8 and 16 short, then 16 at full length
+    assert first["new_probes"] == probes == 3
+    capsys.readouterr()
+    again = search([], "b")
+    assert again["new_probes"] == 0
+    told = capsys.readouterr().out
+    assert "etalon: reused 3 probes measured at " in told and "etalon-sim (max_model_len 8192)" in told
+    changed = search(["sim.latency.per_decode_seq_s=0.0011"], "c")
+    assert changed["new_probes"] == len(changed["probes"]) >= 2 and "reused" not in capsys.readouterr().out

@@ -60,3 +60,77 @@ def test_no_usage_leaves_server_counts_unknown(server: ScriptedServer) -> None:
 )
 def test_usage_prompt_counts_trusts_only_non_negative_integers(usage: Any, expected: tuple) -> None:
     assert usage_prompt_counts(usage) == expected
+
+
+class IdentityServer(ScriptedServer):
+    """/v1/models (with a per-start "created"), /version, /metrics with an *_info sample, /tokenize."""
+
+    max_model_len = 4096
+    created = 1
+
+    def add_routes(self, app: Any) -> None:
+        from aiohttp import web
+
+        async def models(_r: Any) -> Any:
+            self.created += 1
+            return web.json_response({"data": [{"id": "tiny", "created": self.created, "owned_by": "vllm",
+                                                "max_model_len": self.max_model_len, "permission": [{"id": "x"}]}]})
+
+        async def version(_r: Any) -> Any:
+            return web.json_response({"version": "0.32.0"})
+
+        async def metrics(_r: Any) -> Any:
+            return web.Response(text='# HELP x\nvllm:cache_config_info{enable_prefix_caching="True"} 1.0\n'
+                                     'vllm:num_requests_running{model_name="tiny"} 3.0\n')
+
+        async def tokenize(request: Any) -> Any:
+            body = await request.json()
+            return web.json_response({"count": len(body["prompt"].split()) + 6, "max_model_len": 4096})
+
+        app.router.add_get("/v1/models", models)
+        app.router.add_get("/version", version)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_post("/tokenize", tokenize)
+
+
+def test_observed_identity_ignores_volatile_fields_and_sees_settings() -> None:
+    from etalon.clients.identity import describe_server, observe_server, server_token_count
+
+    with IdentityServer() as srv:
+        spec = EndpointSpec(base_url=f"http://127.0.0.1:{srv.port}/v1", model="tiny")
+        first, again = observe_server(spec), observe_server(spec)
+        assert first == again  # "created" changed between the two, it is not identity
+        assert first["models"] == [{"id": "tiny", "owned_by": "vllm", "max_model_len": 4096}]
+        assert first["version"] == {"version": "0.32.0"}
+        assert first["info_metrics"] == ['vllm:cache_config_info{enable_prefix_caching="True"} 1.0']
+        assert describe_server(first, spec.base_url) == f"tiny (max_model_len 4096), version 0.32.0 at {spec.base_url}"
+        srv.max_model_len = 2048  # "restarted with other settings"
+        assert observe_server(spec) != first
+        assert server_token_count(spec, "a b c") == (9, f"http://127.0.0.1:{srv.port}/tokenize")
+
+
+def test_server_without_identity_endpoints() -> None:
+    from etalon.clients.identity import observe_server, server_token_count
+
+    with ScriptedServer() as srv:  # answers only POST completions: everything else is 404/405
+        spec = EndpointSpec(base_url=f"http://127.0.0.1:{srv.port}/v1", model="m")
+        assert observe_server(spec)["version"] is None
+        assert server_token_count(spec, "hello") is None
+
+
+def test_tokenizer_check_warns_or_fails_with_strict(capsys: pytest.CaptureFixture[str]) -> None:
+    from etalon.config import ConfigError
+    from etalon.runner.tokens_check import check_tokenizer
+    from tests.integration.test_prefill_profile import compose_config
+
+    cfg, _ = compose_config([])
+    with IdentityServer() as srv:
+        spec = EndpointSpec(base_url=f"http://127.0.0.1:{srv.port}/v1", model="tiny")
+        assert check_tokenizer(cfg, spec, simulator=True) is None and capsys.readouterr().out == ""
+        count = check_tokenizer(cfg, spec, simulator=False)
+        out = capsys.readouterr().out
+        assert "is the shipped 'etalon-bpe-8k' but the endpoint is not the simulator" in out
+        assert f"a prompt planned as 256 tokens is {count} tokens by the server" in out and count != 256
+        cfg.model.strict_tokenizer = True
+        with pytest.raises(ConfigError, match="model.tokenizer: is the shipped"):
+            check_tokenizer(cfg, spec, simulator=False)
