@@ -85,7 +85,7 @@ class IdentityServer(ScriptedServer):
 
         async def tokenize(request: Any) -> Any:
             body = await request.json()
-            return web.json_response({"count": len(body["prompt"].split()) + 6, "max_model_len": 4096})
+            return web.json_response({"count": 2 * len(body["prompt"].split()) + 6, "max_model_len": 4096})
 
         app.router.add_get("/v1/models", models)
         app.router.add_get("/version", version)
@@ -106,7 +106,7 @@ def test_observed_identity_ignores_volatile_fields_and_sees_settings() -> None:
         assert describe_server(first, spec.base_url) == f"tiny (max_model_len 4096), version 0.32.0 at {spec.base_url}"
         srv.max_model_len = 2048  # "restarted with other settings"
         assert observe_server(spec) != first
-        assert server_token_count(spec, "a b c") == (9, f"http://127.0.0.1:{srv.port}/tokenize")
+        assert server_token_count(spec, "a b c") == (12, f"http://127.0.0.1:{srv.port}/tokenize")
 
 
 def test_server_without_identity_endpoints() -> None:
