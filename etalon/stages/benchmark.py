@@ -63,6 +63,9 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     if ctx.cfg.print_summary:
         print(format_summary(m.summary), flush=True)
     scalars = dict(m.summary.scalars())
+    check = verify_capacity(ctx, rate_from, m) if rate_from is not None else None
+    if check is not None:
+        scalars["capacity_verified"] = float(check["verified"])
     if m.accounting is not None:
         scalars.update(accounting_scalars(m.accounting))
         for note in m.accounting["notes"]:
@@ -79,6 +82,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
             "concurrency": getattr(arrival, "concurrency", None),
             "interrupted": m.interrupted,
             "token_accounting": m.accounting,
+            "capacity_check": check,
         },
         artifacts=artifacts,
         partial=m.partial,
@@ -149,6 +153,28 @@ def _accounting(records: list[RequestRecord]) -> dict[str, Any]:
     acc = token_accounting(r for r in records if not r.warmup and r.error_type != CANCELLED)
     acc["notes"] = accounting_notes(acc)
     return acc
+
+
+def verify_capacity(ctx: StageContext, rate_from: str, m: Measurement) -> dict[str, Any] | None:
+    """Judge the benchmark at a found capacity against the same SLO: when it fails there, the
+    capacity is flagged (both figures kept and told), never silently handed on."""
+    if m.verdict is None or m.interrupted:
+        return None
+    found = ctx.result(rate_from).data
+    check = {
+        "verified": bool(m.verdict.passed),
+        "load": found.get("max_rate_rps", found.get("max_concurrency")),
+        "search_verdict": found.get("verdict_at_max"),
+        "benchmark_verdict": dict(m.verdict.values),
+        "benchmark_goodput_fraction": m.summary.rates.get("goodput_fraction"),
+    }
+    if not m.verdict.passed:
+        log.warning(
+            "benchmark: FAILS the SLO at the capacity %s found (%.4g): %s = %.4g > %.4g here (goodput fraction "
+            "%.3f), while its probe judged %s; the capacity is not confirmed: re-run the search with longer probes "
+            "or a lower precision", rate_from, check["load"] or float("nan"), m.verdict.metric, m.verdict.value,
+            m.verdict.threshold, check["benchmark_goodput_fraction"] or float("nan"), check["search_verdict"])
+    return check
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:

@@ -106,3 +106,26 @@ def test_probe_cache_knows_the_server(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "etalon: reused 3 probes measured at " in told and "etalon-sim (max_model_len 8192)" in told
     changed = search(["sim.latency.per_decode_seq_s=0.0011"], "c")
     assert changed["new_probes"] == len(changed["probes"]) >= 2 and "reused" not in capsys.readouterr().out
+
+
+def test_benchmark_at_a_capacity_that_fails_its_slo_is_flagged(tmp_path: Path, caplog) -> None:
+    from types import SimpleNamespace
+
+    from etalon.core.slo import SloVerdict
+    from etalon.stages.base import StageResult
+    from etalon.stages.benchmark import verify_capacity
+
+    ctx = _offline_context(tmp_path)
+    ctx.results["capacity_search"] = StageResult("capacity_search", tmp_path, data={
+        "max_rate_rps": 3.0, "verdict_at_max": {"miss_rate_p99": 0.08}})
+    failing = SloVerdict(passed=False, metric="miss_rate_p99", value=0.4, threshold=0.1, values={"miss_rate_p99": 0.4})
+    m = SimpleNamespace(verdict=failing, interrupted=False, summary=SimpleNamespace(rates={"goodput_fraction": 0.325}))
+    check = verify_capacity(ctx, "capacity_search", m)  # type: ignore[arg-type]
+    assert check == {"verified": False, "load": 3.0, "search_verdict": {"miss_rate_p99": 0.08},
+                     "benchmark_verdict": {"miss_rate_p99": 0.4}, "benchmark_goodput_fraction": 0.325}
+    assert "FAILS the SLO at the capacity capacity_search found (3)" in caplog.text
+    assert "goodput fraction 0.325" in caplog.text
+    passing = SloVerdict(passed=True, metric="miss_rate_p99", value=0.05, threshold=0.1, values={"miss_rate_p99": 0.05})
+    ok = verify_capacity(ctx, "capacity_search", SimpleNamespace(verdict=passing, interrupted=False,  # type: ignore[arg-type]
+                                                                 summary=SimpleNamespace(rates={})))
+    assert ok is not None and ok["verified"] is True
