@@ -14,12 +14,14 @@ import numpy as np
 import orjson
 from hydra.utils import instantiate
 
-from etalon.core.probe_checks import check_probe, default_min_requests
+from etalon.core.probe_checks import check_probe
 from etalon.core.records import RecordTable, RequestRecord
 from etalon.core.search import ExpandBisectSearch, Probe, bracket, runaway_queue
 from etalon.stages.base import StageContext, StageError, StageResult
 from etalon.stages.benchmark import resolve_slo
+from etalon.stages.capacity_trust import convergence, full_settings, min_requests, next_load
 from etalon.stages.prefill_profile import digest, endpoint_identity
+from etalon.stages.reuse import measured_against, tell_reuse
 
 log = logging.getLogger("etalon")
 
@@ -138,35 +140,6 @@ def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeR
     return runs
 
 
-def next_load(policy: ExpandBisectSearch, runs: list[ProbeRun]) -> float | None:
-    """The policy's next load; once it stops (converged or out of probes), the capacity must rest
-    on a full-length probe: a short passing bracket end is re-measured at full length, beyond
-    ``max_probes`` if need be (each re-measure turns a short end into a full one, so this ends)."""
-    load = policy.next_load([r.probe for r in runs])
-    if load is not None:
-        return load
-    lo, _ = bracket([r.probe for r in runs])
-    if lo is not None and lo.short:
-        log.info("capacity_search: the result rests on a short probe at %.4g: re-measuring it at full length", lo.load)
-        return lo.load
-    return None
-
-
-def convergence(policy: ExpandBisectSearch, runs: list[ProbeRun]) -> str | None:
-    """None when the bracket met the precision on full-length probes; else why the answer is not converged."""
-    judged = [r.probe for r in runs if not r.interrupted]
-    lo, hi = bracket(judged)
-    if lo is None:
-        return "no probed load met the SLO"
-    if hi is None:
-        return f"no probed load failed the SLO (highest passing {lo.load:.4g}): the capacity is at least that"
-    if lo.short or hi.short or not policy.converged(lo.load, hi.load):
-        return (f"probes ran out (max_probes={policy.max_probes}) with the bracket [{lo.load:.4g}, {hi.load:.4g}] "
-                f"({(hi.load - lo.load) / hi.load:.1%} wide{', a short upper end' if hi.short else ''}) above "
-                f"precision {policy.precision:g}")
-    return None
-
-
 def short_settings(settings: SearchSettings) -> SearchSettings:
     """The shortened probe of the expansion phase (early_stop only): a false pass cannot stand, as
     ``ExpandBisectSearch`` re-measures a short bracket end at full length before it stops."""
@@ -178,27 +151,6 @@ def short_settings(settings: SearchSettings) -> SearchSettings:
 
     return dataclasses.replace(settings, probe_requests=scaled(settings.probe_requests, 32),
                                probe_duration_s=scaled(settings.probe_duration_s, 1.0))
-
-
-def min_requests(slo: Any, settings: SearchSettings) -> int:
-    """The fewest measured requests a full probe needs to pass."""
-    if settings.min_probe_requests is not None:
-        return settings.min_probe_requests
-    return default_min_requests(float(getattr(slo, "quantile", 0.99)))
-
-
-def full_settings(settings: SearchSettings, load: float, needed: int, warmup: int) -> SearchSettings:
-    """A full-length probe long enough to measure ``needed`` requests: the request bound is raised
-    to it; a rate probe's duration covers it with a 3-sigma Poisson margin; a concurrency probe
-    with a request bound drops its duration (how many requests fit in it is the server's doing)."""
-    n, d = settings.probe_requests, settings.probe_duration_s
-    if n is not None:
-        n = max(n, needed)
-    if d is not None and settings.search == "rate":
-        d = max(d, (needed + warmup + 3 * math.sqrt(needed)) / load)
-    elif d is not None and n is not None:
-        d = None
-    return dataclasses.replace(settings, probe_requests=n, probe_duration_s=d)
 
 
 def at_load(base: Any, load: float, search_kind: str) -> Any:
@@ -330,27 +282,6 @@ def _measure_probe(
         # Only finished (or deliberately stopped) probes are cached: an interrupted one re-runs.
         (probe_dir / PROBE_META).write_bytes(orjson.dumps(meta))
     return m.table, meta
-
-
-def measured_against(ctx: StageContext) -> dict[str, str]:
-    """When and against which server (as observed) something was measured: told when it is reused."""
-    from datetime import datetime, timezone
-
-    from etalon.clients.identity import describe_server
-
-    server = describe_server(getattr(ctx.endpoint, "server_identity", None), getattr(ctx.endpoint, "base_url", "?"))
-    return {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "server": server}
-
-
-def tell_reuse(what: str, metas: list[dict[str, Any]], cache_dir: Path) -> None:
-    """Print "reused N <what> measured at <time> against <server>" for cached results."""
-    if not metas:
-        return
-    times = sorted(str(m.get("measured_at", "?")) for m in metas)
-    when = times[0] if times[0] == times[-1] else f"{times[0]} .. {times[-1]}"
-    servers = sorted({str(m.get("server", "?")) for m in metas})
-    print(f"etalon: reused {len(metas)} {what} measured at {when} against {'; '.join(servers)} "
-          f"(delete {cache_dir} to measure again)", flush=True)
 
 
 def _reusable(

@@ -117,13 +117,13 @@ def run(
     cache_file = ctx.cache_dir / "prefill" / key / MEASUREMENTS_FILE
     cached = cache_file.exists()
     if cached:
-        from etalon.stages.capacity_search import tell_reuse
+        from etalon.stages.reuse import tell_reuse
 
         log.info("prefill_profile: reusing measurements from %s", cache_file)
         measured = orjson.loads(cache_file.read_bytes())
         tell_reuse("prefill profile measurements", [measured], cache_file.parent)
     else:
-        from etalon.stages.capacity_search import measured_against
+        from etalon.stages.reuse import measured_against
 
         measured = {**_measure(ctx, lengths, repetitions, output_tokens), **measured_against(ctx)}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
