@@ -33,7 +33,7 @@ class EmissionLog:
         self._file.write(orjson.dumps({
             "request_id": stream.spec.request_id, "token_ns": stream.token_ns,
             "prompt_tokens": stream.spec.prompt_tokens, "output_tokens": stream.emitted,
-            "cached_tokens": stream.spec.cached_tokens,
+            "cached_tokens": stream.spec.cached_tokens, "arrival_ns": stream.spec.arrival_ns,
         }) + b"\n")
         self._file.flush()
 
@@ -114,6 +114,7 @@ class SimServer:
         else:  # a short one costs less inline than a thread hand-off
             prompt_ids = prompt_token_ids(api, body, self.table, self.config.chat_role_tokens)
         spec = self._spec(request, body, api, len(prompt_ids))
+        spec.arrival_ns = arrival_ns
         rejection = self.faults.admit(time.monotonic_ns())
         if rejection is not None:
             headers = {"Retry-After": str(rejection.retry_after_s)} if rejection.retry_after_s else {}

@@ -41,6 +41,7 @@ class StreamSpec:
     include_usage: bool
     # Prompt tokens served from the prefix cache; set by an engine with caching on, else None.
     cached_tokens: int | None = None
+    arrival_ns: int = 0  # when the request reached the server (monotonic), for the emission log
 
 
 class TokenStream:
