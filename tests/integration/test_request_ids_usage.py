@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from etalon.clients.base import EndpointSpec
-from etalon.clients.openai import usage_prompt_counts
+from etalon.clients.openai import prompt_usage as usage_prompt_counts
 from tests.integration.test_client_openai import DONE, ScriptedServer, chat, send, sse
 
 
