@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,21 @@ from omegaconf import MISSING
 
 class ConfigError(ValueError):
     """A config value a user set is invalid; the message names the key."""
+
+
+# Beyond this a run's schedule and records would not fit in memory; a typo, not a benchmark.
+MAX_REQUESTS = 10_000_000
+MAX_CONTEXT_TOKENS = 1 << 24  # 16M tokens: above every served model's context
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+-]{0,127}")
+
+
+def safe_name(value: str, key: str = "experiment_name") -> str:
+    """``value`` if it can name a directory (no separators, no ``..``); else a ConfigError."""
+    text = str(value)
+    _require(bool(SAFE_NAME.fullmatch(text)) and ".." not in text, key,
+             f"{text!r} cannot name a run directory: use letters, digits and . _ = , + - "
+             "(starting with a letter or digit, no '..', at most 128)")
+    return text
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -25,10 +41,14 @@ class ModelConfig:
     name: str = MISSING
     tokenizer: str = "etalon-bpe-8k"
     context_tokens: int = 8192
+    # Fail (instead of warning) when the tokenizer does not match the server's count of a prompt,
+    # or is the shipped etalon-bpe-8k against a server that is not the simulator.
+    strict_tokenizer: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must be set")
-        _require(self.context_tokens >= 2, "model.context_tokens", f"must be >= 2, got {self.context_tokens}")
+        _require(2 <= self.context_tokens <= MAX_CONTEXT_TOKENS, "model.context_tokens",
+                 f"must be in [2, {MAX_CONTEXT_TOKENS:,}], got {self.context_tokens:,}")
 
 
 @dataclass
@@ -45,6 +65,8 @@ class EndpointConfig:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     server: Any = None
+    # A header with a fresh UUID string per request (servers log it); null sends none.
+    request_id_header: str | None = "X-Request-Id"
 
     def __post_init__(self) -> None:
         _require(
@@ -59,6 +81,9 @@ class EndpointConfig:
                 f"must start with http:// or https://, got {self.base_url!r}",
             )
         _require(self.timeout_s > 0, "endpoint.timeout_s", f"must be > 0, got {self.timeout_s}")
+        if self.request_id_header is not None:
+            _require(bool(self.request_id_header.strip()) and ":" not in self.request_id_header,
+                     "endpoint.request_id_header", f"must be a header name or null, got {self.request_id_header!r}")
         _require(
             self.connect_timeout_s > 0,
             "endpoint.connect_timeout_s",
@@ -84,6 +109,9 @@ class WorkloadConfig:
     warmup_requests: int = 0
     seed: int = 42
     max_total_tokens: int | None = None
+    # Prompt text seed: null draws a fresh base per run (each stage and probe derives its own), so
+    # no server prefix cache is warmed by repeated prompts; an int makes the prompt text reproducible.
+    prompt_seed: int | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -92,12 +120,21 @@ class WorkloadConfig:
             "set num_requests and/or duration_s",
         )
         if self.num_requests is not None:
-            _require(self.num_requests >= 1, "workload.num_requests", f"must be >= 1, got {self.num_requests}")
+            _require(1 <= self.num_requests <= MAX_REQUESTS, "workload.num_requests",
+                     f"must be in [1, {MAX_REQUESTS:,}], got {self.num_requests:,}")
+        _require(self.warmup_requests <= MAX_REQUESTS, "workload.warmup_requests",
+                 f"must be <= {MAX_REQUESTS:,}, got {self.warmup_requests:,}")
+        rate = self.arrival.get("rate_rps") if isinstance(self.arrival, dict) else None
+        if self.duration_s is not None and isinstance(rate, (int, float)) and self.num_requests is None:
+            _require(rate * self.duration_s <= MAX_REQUESTS, "workload.duration_s",
+                     f"{self.duration_s} s at {rate} rps is over {MAX_REQUESTS:,} requests")
         if self.duration_s is not None:
             _require(self.duration_s > 0, "workload.duration_s", f"must be > 0, got {self.duration_s}")
         _require(self.warmup_requests >= 0, "workload.warmup_requests", f"must be >= 0, got {self.warmup_requests}")
         if self.max_total_tokens is not None:
             _require(self.max_total_tokens >= 2, "workload.max_total_tokens", f"must be >= 2, got {self.max_total_tokens}")
+        if self.prompt_seed is not None:
+            _require(self.prompt_seed >= 0, "workload.prompt_seed", f"must be >= 0 or null, got {self.prompt_seed}")
 
 
 @dataclass
@@ -151,19 +188,52 @@ class StageConfig:
     run: Any = MISSING
 
 
+STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
 @dataclass
 class PipelineConfig:
-    """A declarative pipeline: stages run in order (files in pipelines/)."""
+    """A declarative pipeline (files in pipelines/): stages keyed by name, run in ``order``.
+
+    Each stage is a partial stage function (``_target_``, ``_partial_: true``) with its parameters,
+    addressable as ``pipeline.stages.<name>.<param>``. ``order`` lists every stage once; it may be
+    left empty only when there is a single stage."""
 
     name: str = MISSING
     description: str = ""
     resume: bool = False
-    stages: list[StageConfig] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    stages: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(len(self.stages) > 0, "pipeline.stages", "a pipeline needs at least one stage")
-        names = [s.name for s in self.stages]
-        _require(len(set(names)) == len(names), "pipeline.stages", f"stage names must be unique, got {names}")
+        for name, stage in self.stages.items():
+            _require(bool(STAGE_NAME.fullmatch(name)), f"pipeline.stages.{name}",
+                     "a stage name is a letter then letters, digits, '_' or '-' (at most 64)")
+            _require(isinstance(stage, dict) and "_target_" in stage, f"pipeline.stages.{name}",
+                     "must be a mapping with a _target_ (the stage function) and its parameters")
+        if not self.order:
+            _require(len(self.stages) == 1, "pipeline.order",
+                     f"must list the stages in the order they run (stages: {', '.join(self.stages)})")
+            return
+        for name in self.order:
+            _require(name in self.stages, "pipeline.order",
+                     f"unknown stage {name!r}{did_you_mean(name, self.stages)}; stages: {', '.join(self.stages)}")
+        _require(len(set(self.order)) == len(self.order), "pipeline.order", f"names a stage twice: {self.order}")
+        missing = [n for n in self.stages if n not in self.order]
+        _require(not missing, "pipeline.order", f"does not list stage(s) {', '.join(missing)}")
+
+    def steps(self) -> list[StageConfig]:
+        """The stages in the order they run, each as a name and its partial stage function."""
+        return [StageConfig(name=n, run=self.stages[n]) for n in (self.order or list(self.stages))]
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the nearest choice, or ``""`` when none is close."""
+    import difflib
+
+    match = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 @dataclass
@@ -192,8 +262,15 @@ class EtalonConfig:
         _require(self.bootstrap_replicates >= 0, "bootstrap_replicates",
                  f"must be >= 0 (0 turns intervals off), got {self.bootstrap_replicates}")
 
+    def __post_init__(self) -> None:
+        safe_name(self.experiment_name)
+
 
 def register_configs() -> None:
     """Register the top-level schema; YAML presets under conf/ fill its values."""
+    from omegaconf import OmegaConf
+
     cs = ConfigStore.instance()
     cs.store(name="etalon_schema", node=EtalonConfig)
+    # Used in hydra.run.dir: a name that would escape outputs/ fails before Hydra creates anything.
+    OmegaConf.register_new_resolver("etalon.safe_name", safe_name, replace=True)

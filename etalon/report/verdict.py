@@ -44,7 +44,7 @@ def stage_names(pipeline: Any) -> list[str]:
     """Stage names in order, from a list of stages or a mapping name -> stage."""
     stages = pipeline.stages
     if isinstance(stages, dict):
-        return list(stages)
+        return list(getattr(pipeline, "order", None) or stages)
     return [getattr(s, "name", None) or s["name"] for s in stages]
 
 
@@ -150,7 +150,7 @@ def _stage_params(cfg: Any, name: str) -> dict[str, Any]:
     items = stages.items() if isinstance(stages, dict) else [(getattr(s, "name", None), s) for s in stages]
     for stage_name, stage in items:
         if stage_name == name:
-            run = getattr(stage, "run", None) if not isinstance(stage, dict) else stage.get("run")
+            run = getattr(stage, "run", None) if not isinstance(stage, dict) else stage.get("run", stage)
             return dict(run) if isinstance(run, dict) else {}
     return {}
 

@@ -16,7 +16,6 @@ from etalon.stages.capacity_parallel import SearchConfig, SearchOutcome
 
 log = logging.getLogger("etalon")
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass
@@ -80,12 +79,15 @@ class RaySearchRunner:
 
 def search_task(job: SearchJob) -> SearchOutcome:
     """The body of one Ray task: own endpoint, own nested MLflow run, the single-search code path."""
+    from etalon.core.seeds import run_prompt_base
     from etalon.runner.endpoint import live_endpoint
     from etalon.runner.experiment import check_components
     from etalon.runner.locks import endpoint_lock
     from etalon.stages.capacity_search import SearchSettings, capacity
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # Ray forwards a task's stderr to the driver's terminal: etalon's lines, not libraries' INFO.
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(message)s")
+    logging.getLogger("etalon").setLevel(logging.INFO)
     check_components(job.cfg)
     with live_endpoint(job.cfg) as (spec, key), search_tracker(job) as tracker:
         lock_key = f"{key}#{job.lock_scope}" if key in job.held_keys else key
@@ -95,6 +97,7 @@ def search_task(job: SearchJob) -> SearchOutcome:
             cfg=job.cfg, run_dir=job.run_dir, stage_name=f"capacity_search[{job.config.label}]",
             stage_dir=job.stage_dir, endpoint=spec, endpoint_key=key, results=job.results,
             tracker=tracker, cache_dir=Path(job.cfg.cache_dir), endpoint_lock=lambda: endpoint_lock(lock_key),
+            prompt_base=run_prompt_base(job.cfg.workload.prompt_seed),
         )
         result = capacity(ctx, SearchSettings(**job.params))
         tracker.log_metrics(result.scalars)
@@ -130,7 +133,9 @@ def compose_config(overrides: list[str]) -> EtalonConfig:
     register_configs()
     if GlobalHydra.instance().is_initialized():  # inside the etalon app: same search path
         return _validated(compose("config", overrides=overrides))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    from etalon.runner.cli import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return _validated(compose("config", overrides=overrides))
 
 
@@ -144,11 +149,9 @@ def job_overrides() -> list[str]:
 
 
 def _ray(address: str | None) -> Any:
-    import ray
+    from etalon.loadgen.ray_init import ensure_ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
-    return ray
+    return ensure_ray(address)
 
 
 def _outcome(ray: Any, ref: Any, job: SearchJob) -> SearchOutcome:

@@ -52,8 +52,10 @@ def _last_stage(run_dir: Path, stages: list[Path]) -> Path:
     """The pipeline's last stage with records (the benchmark of characterize, not its probes)."""
     config = run_dir / "resolved_config.yaml"
     if config.exists():
-        stage_cfg = OmegaConf.load(config).get("pipeline", {}).get("stages", [])
-        names = list(stage_cfg) if isinstance(stage_cfg, dict) else [s.get("name") for s in stage_cfg]
+        pipeline = OmegaConf.load(config).get("pipeline", {})
+        stage_cfg = pipeline.get("stages", [])
+        names = (list(pipeline.get("order") or stage_cfg) if not isinstance(stage_cfg, list)
+                 and hasattr(stage_cfg, "keys") else [s.get("name") for s in stage_cfg])
         ordered = [run_dir / n for n in names if (run_dir / n / RECORDS).exists()]
         if ordered:
             return ordered[-1]

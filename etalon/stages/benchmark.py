@@ -11,6 +11,7 @@ import orjson
 from hydra.utils import instantiate
 
 from etalon.config import ConfigError, EtalonConfig
+from etalon.core.accounting import accounting_notes, accounting_scalars, token_accounting
 from etalon.core.records import RecordTable, RequestRecord
 from etalon.stages.base import StageContext, StageError, StageResult
 
@@ -32,6 +33,7 @@ class Measurement:
     verdict: Any
     partial: bool
     traffic: dict[str, Any] = field(default_factory=dict)
+    accounting: dict[str, Any] | None = None  # etalon.core.accounting.token_accounting
 
     @property
     def interrupted(self) -> bool:
@@ -72,13 +74,22 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     from etalon.report.timeseries import TIMESERIES_FILE, plot_timeseries
 
     artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
-    if ctx.cfg.print_summary:
-        print(format_summary(m.summary), flush=True)
+    text = format_summary(m.summary, header=summary_header(ctx, arrival))
+    if m.traffic:
         from etalon.stages.traffic import format_traffic
 
-        if m.traffic:
-            print(format_traffic(m.traffic), flush=True)
+        text += "\n" + format_traffic(m.traffic)
+    artifacts.append(save_summary_text(ctx, text))
+    if ctx.cfg.print_summary:
+        print(text, flush=True)
     scalars = dict(m.summary.scalars())
+    check = verify_capacity(ctx, rate_from, m) if rate_from is not None else None
+    if check is not None:
+        scalars["capacity_verified"] = float(check["verified"])
+    if m.accounting is not None:
+        scalars.update(accounting_scalars(m.accounting))
+        for note in m.accounting["notes"]:
+            log.warning("benchmark: %s", note)
     from etalon.stages.traffic import traffic_scalars
 
     scalars.update(traffic_scalars(m.traffic))
@@ -100,6 +111,8 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
             "rate_rps": getattr(arrival, "rate_rps", None),
             "concurrency": getattr(arrival, "concurrency", None),
             "interrupted": m.interrupted or bool(repeat_block and repeat_block["interrupted"]),
+            "token_accounting": m.accounting,
+            "capacity_check": check,
         },
         artifacts=artifacts,
         partial=m.partial,
@@ -108,20 +121,57 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
 
 def _add_intervals(ctx: StageContext, m: Measurement, slo: Any, steady: dict[str, float],
                    repeat_block: dict[str, Any] | None = None) -> None:
-    """Bootstrap confidence intervals of the headline metrics and the steady-window rates, added
-    to summary.json."""
+    """Bootstrap confidence intervals of the headline metrics, the steady-window rates and the
+    repeats' spread, added to the summary.json that ``measure`` wrote."""
     from etalon.stages.analysis import intervals_block, run_sample
 
-    extra: dict[str, Any] = {"steady": steady}
-    if m.traffic:
-        extra["traffic"] = m.traffic
+    path = ctx.stage_dir / SUMMARY_FILE
+    payload = orjson.loads(path.read_bytes()) if path.exists() else summary_payload(m.summary, m.verdict)
+    payload["steady"] = steady
     if repeat_block is not None:
-        extra["repeats"] = repeat_block
+        payload["repeats"] = repeat_block
     if ctx.cfg.bootstrap_replicates >= 1 and m.summary.counts.get("ok", 0) > 0:
         sample = run_sample(m.table, slo, m.summary.measurement_window_s)
-        extra["confidence_intervals"] = intervals_block(
+        payload["confidence_intervals"] = intervals_block(
             sample, level=ctx.cfg.confidence_level, replicates=ctx.cfg.bootstrap_replicates, seed=ctx.cfg.workload.seed)
-    write_summary(ctx.stage_dir / SUMMARY_FILE, summary_payload(m.summary, m.verdict, extra))
+    write_summary(path, payload)
+
+
+def summary_header(ctx: StageContext, arrival: Any) -> list[tuple[str, str]]:
+    """What the summary table describes: endpoint, model, workload and the load it was driven at."""
+    cfg = ctx.cfg
+    w = cfg.workload
+    size = f"{w.num_requests} requests" if w.num_requests is not None else ""
+    if w.duration_s is not None:
+        size = f"{size}, <= {w.duration_s:g} s" if size else f"{w.duration_s:g} s"
+    if w.warmup_requests:
+        size += f" (+{w.warmup_requests} warm-up)"
+    lengths = str(w.lengths.get("_target_", "?")).rsplit(".", 1)[-1] if isinstance(w.lengths, dict) else "?"
+    kind = type(arrival).__name__
+    if getattr(arrival, "closed_loop", False):
+        load = f"{kind}, concurrency {getattr(arrival, 'concurrency', '?')}"
+    else:
+        rate = getattr(arrival, "rate_rps", None)
+        load = f"{kind}, {rate:g} req/s" if isinstance(rate, (int, float)) else kind
+    return [
+        ("endpoint", f"{cfg.endpoint.name} {ctx.endpoint.base_url}"),
+        ("model", cfg.model.name),
+        ("workload", f"{lengths}, {size}"),
+        ("load", load),
+        ("stage", ctx.stage_name),
+    ]
+
+
+SUMMARY_TEXT = "summary.txt"
+
+
+def save_summary_text(ctx: StageContext, text: str) -> Path:
+    """The terminal summary as text: the stage's own file, and appended to the run's summary.txt."""
+    path = ctx.stage_dir / SUMMARY_TEXT
+    path.write_text(text + "\n")
+    with open(Path(ctx.run_dir) / SUMMARY_TEXT, "a") as run_file:
+        run_file.write(text + "\n\n")
+    return path
 
 
 def measure(
@@ -137,9 +187,11 @@ def measure(
     seed: int | None = None,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = False,
+    prompt_seed: int | None = None,
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
-    here come from the config's workload group."""
+    here come from the config's workload group; prompt text comes from ``prompt_seed`` (default:
+    this stage's seed derived from the run, so no two stages or runs send the same prompts)."""
     from etalon.loadgen import run_load
 
     from etalon.stages.traffic import build_workload, traffic_report
@@ -157,6 +209,7 @@ def measure(
         warmup_requests=w.warmup_requests if warmup_requests is None else warmup_requests,
         max_total_tokens=limit,
         seed=seed,
+        prompt_seed=ctx.prompt_seed() if prompt_seed is None else prompt_seed,
     )
     if schedule.clipped_requests:
         log.warning(
@@ -184,10 +237,48 @@ def measure(
         log.warning("cannot write %s: %s", out_dir / ACTORS_FILE, exc)
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
+    summary_dict = summary.to_dict()
     traffic = traffic_report(schedule, load.records, limit, arrival)
-    extra = {"traffic": traffic} if traffic else None
-    write_summary(out_dir / SUMMARY_FILE, summary_payload(summary, verdict, extra))
-    return Measurement(records_path, table, summary, load, verdict, load.partial, traffic)
+    if traffic:
+        summary_dict["traffic"] = traffic
+    summary_dict["slo_passed"] = None if verdict is None else bool(verdict.passed)
+    summary_dict["slo"] = _verdict_dict(verdict)
+    accounting = _accounting(load.records)
+    summary_dict["token_accounting"] = accounting
+    summary_dict["scalars"].update(accounting_scalars(accounting))
+    write_summary(out_dir / SUMMARY_FILE, summary_dict)
+    return Measurement(records_path, table, summary, load, verdict, load.partial, traffic, accounting)
+
+
+def _accounting(records: list[RequestRecord]) -> dict[str, Any]:
+    """Token accounting of the measured rows, with the notes a reader must see (see core.accounting)."""
+    from etalon.core.summary import CANCELLED
+
+    acc = token_accounting(r for r in records if not r.warmup and r.error_type != CANCELLED)
+    acc["notes"] = accounting_notes(acc)
+    return acc
+
+
+def verify_capacity(ctx: StageContext, rate_from: str, m: Measurement) -> dict[str, Any] | None:
+    """Judge the benchmark at a found capacity against the same SLO: when it fails there, the
+    capacity is flagged (both figures kept and told), never silently handed on."""
+    if m.verdict is None or m.interrupted:
+        return None
+    found = ctx.result(rate_from).data
+    check = {
+        "verified": bool(m.verdict.passed),
+        "load": found.get("max_rate_rps", found.get("max_concurrency")),
+        "search_verdict": found.get("verdict_at_max"),
+        "benchmark_verdict": dict(m.verdict.values),
+        "benchmark_goodput_fraction": m.summary.rates.get("goodput_fraction"),
+    }
+    if not m.verdict.passed:
+        log.warning(
+            "benchmark: FAILS the SLO at the capacity %s found (%.4g): %s = %.4g > %.4g here (goodput fraction "
+            "%.3f), while its probe judged %s; the capacity is not confirmed: re-run the search with longer probes "
+            "or a lower precision", rate_from, check["load"] or float("nan"), m.verdict.metric, m.verdict.value,
+            m.verdict.threshold, check["benchmark_goodput_fraction"] or float("nan"), check["search_verdict"])
+    return check
 
 
 def summary_payload(summary: Any, verdict: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -81,8 +81,8 @@ def test_fail_on_slo_exits_3_on_an_impossible_slo_and_0_on_an_easy_one(tmp_path:
 
 def test_capacity_search_prints_its_capacity_last(tmp_path: Path) -> None:
     run = run_cli(tmp_path, "+experiment=capacity_sim", "client=local", "tracking=none",
-                  "pipeline.stages.0.run.probe_requests=80", "pipeline.stages.0.run.probe_duration_s=2.0",
-                  "pipeline.stages.0.run.precision=0.2", timeout_s=400)
+                  "pipeline.stages.capacity_search.probe_requests=80", "pipeline.stages.capacity_search.probe_duration_s=2.0",
+                  "pipeline.stages.capacity_search.precision=0.2", timeout_s=400)
     assert run.returncode == 0, run.stderr[-3000:]
     data = json.loads((run.run_dir / "capacity_search" / "capacity.json").read_text())
     tail = run.stdout[run.stdout.rindex("etalon verdict"):]
@@ -95,7 +95,7 @@ def test_capacity_search_prints_its_capacity_last(tmp_path: Path) -> None:
 
 
 def test_repeats_report_the_spread_between_seeds(tmp_path: Path) -> None:
-    run = run_cli(tmp_path, *FAST, "workload.num_requests=10", "pipeline.stages.0.run.repeats=3")
+    run = run_cli(tmp_path, *FAST, "workload.num_requests=10", "pipeline.stages.benchmark.repeats=3")
     assert run.returncode == 0, run.stderr[-2000:]
     stage = run.run_dir / "benchmark"
     block = json.loads((stage / "summary.json").read_text())["repeats"]
