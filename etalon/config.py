@@ -31,6 +31,9 @@ class ModelConfig:
         _require(self.context_tokens >= 2, "model.context_tokens", f"must be >= 2, got {self.context_tokens}")
 
 
+OUTPUT_CHECKS = ("warn", "fail", "off")
+
+
 @dataclass
 class EndpointConfig:
     """Where requests go and how: client class, URL, auth, extra body, optional server to launch."""
@@ -45,8 +48,17 @@ class EndpointConfig:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     server: Any = None
+    # Ask for usage in every chunk (exact tokens per chunk); only for servers that accept it (vLLM).
+    continuous_usage_stats: bool = False
+    # Output checks (short/long outputs, implausible usage): warn, fail the run/probe, or off.
+    output_check: str = "warn"
 
     def __post_init__(self) -> None:
+        _require(
+            self.output_check in OUTPUT_CHECKS,
+            "endpoint.output_check",
+            f"must be one of {', '.join(OUTPUT_CHECKS)}, got {self.output_check!r}",
+        )
         _require(
             self.base_url is not None or self.server is not None,
             "endpoint.base_url",

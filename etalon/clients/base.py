@@ -34,7 +34,9 @@ class EndpointSpec:
     ``base_url`` includes the API prefix (``http://127.0.0.1:8000/v1``). ``api_key`` is a
     secret: it is kept out of ``repr`` and is only ever sent to ``base_url``.
     ``tokenizer`` names a tokenizer for ``etalon.datasets.tokenizers.load_tokenizer``, used to
-    count output tokens when the server sends no ``usage``.
+    count output tokens when the server sends no ``usage`` (and per chunk, when a chunk carries
+    several tokens). ``continuous_usage_stats`` asks for ``usage`` in every chunk (vLLM's
+    ``stream_options.continuous_usage_stats``): exact tokens per chunk.
     """
 
     base_url: str
@@ -47,6 +49,7 @@ class EndpointSpec:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     tokenizer: str | None = None
+    continuous_usage_stats: bool = False
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

@@ -6,12 +6,25 @@ Token timing rule (documented contract of this module):
   monotonic time at which the read that completed the event returned, minus ``epoch_ns``.
   Events without text (role-only, finish-only, usage-only, keep-alive comments) are not tokens.
 - The output token count ``n`` comes from ``usage.completion_tokens`` when the server sends it
-  (source ``usage``), else from the tokenizer over the concatenated text (``tokenizer``), else it
-  is the number of content chunks (``chunks``).
-- ``token_ns`` has ``n`` entries built from the ``c`` content chunk times: ``n == c`` one per chunk;
-  ``n > c`` every chunk gets one token and the ``n - c`` extra tokens are shared among chunks in
-  proportion to their text length (largest remainder), each extra entry equal to its chunk's time;
-  ``n < c`` the first ``n`` chunk times are kept.
+  and it is plausible (source ``usage``), else from the tokenizer over the concatenated text
+  (``tokenizer``), else it is the number of content chunks (``chunks``); see
+  ``etalon.clients.chunks`` for the plausibility rule and the flags.
+- Each content chunk's token count (``chunk_tokens``) comes from per-chunk usage
+  (``endpoint.continuous_usage_stats``, which vLLM and the simulator honour), else from the
+  tokenizer over the chunk's text, else from sharing the ``n - c`` extra tokens in proportion to
+  text length (the spread rule); they always sum to ``n`` (``n < c``: the first ``n`` chunks carry
+  one token each, the rest none).
+- TBT when a chunk carries several tokens (used by every TBT, TPOT and deadline metric): a chunk
+  of k tokens delivers all k at its arrival time, so ``token_ns`` repeats the chunk's time k times.
+  The first token of the chunk gets the whole gap since the previous chunk, the other k - 1 get
+  gaps of 0. Hence mean TBT over a request equals TPOT (no token is dropped, unlike counting one
+  gap per chunk), p99 TBT shows the stall a user actually saw, and in the deadline recurrence a
+  chunk is late if its first token is; its other tokens are met and bank a full TBT deadline each.
+  The gap between chunks themselves is reported apart as inter-chunk latency, next to tokens per
+  chunk.
+- A chat chunk whose delta has no ``content`` but ``reasoning_content``/``reasoning`` is a
+  reasoning chunk (``chunk_reasoning``); TTFT is the first token of any kind, time to first answer
+  token the first non-reasoning chunk.
 
 Connections: a client sends on the actor's pooled session. By default (``client.warm_connections``)
 the pool is warmed before the run, so the first requests do not pay for TCP connect; see
@@ -28,6 +41,7 @@ import aiohttp
 import numpy as np
 import orjson
 
+from etalon.clients.chunks import StreamChunks, finish_record
 from etalon.clients.base import (
     EndpointSpec,
     EndpointStatusError,
@@ -43,11 +57,15 @@ _DONE = b"[DONE]"
 class _StreamState:
     """What one response stream produced so far (mutated by the hot loop)."""
 
-    __slots__ = ("times", "texts", "usage", "done", "error_type", "error_message")
+    __slots__ = ("times", "texts", "events", "usage", "done", "error_type", "error_message",
+                 "finish_reason", "outside")
 
     def __init__(self) -> None:
         self.times: list[int] = []
         self.texts: list[str] = []
+        self.events: list[dict[str, Any]] = []  # the event of each content chunk (read after the stream)
+        self.finish_reason: Any = None
+        self.outside = 0  # events with text outside "choices"
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.error_type: str | None = None
@@ -86,13 +104,22 @@ class OpenAIStreamingClient:
             return None
         return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
 
+    @staticmethod
+    def chunk_is_reasoning(event: dict[str, Any]) -> bool:
+        """Whether a content chunk's text is reasoning (its delta has no answer ``content``)."""
+        delta = event["choices"][0].get("delta")
+        return isinstance(delta, dict) and not delta.get("content")
+
     def body(self, request: PlannedRequest) -> bytes:
         body: dict[str, Any] = {
             "model": self.spec.model,
             **self.prompt_fields(request),
             "max_tokens": request.max_tokens,
             "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream_options": (
+                {"include_usage": True, "continuous_usage_stats": True}
+                if self.spec.continuous_usage_stats else {"include_usage": True}
+            ),
         }
         if self.spec.ignore_eos:
             body["ignore_eos"] = True
@@ -144,6 +171,7 @@ class OpenAIStreamingClient:
         chunk_text = self.chunk_text
         times = state.times
         texts = state.texts
+        events_of = state.events
         readany = resp.content.readany
         pending = b""
         while data := await readany():
@@ -165,10 +193,16 @@ class OpenAIStreamingClient:
                     obj = loads(payload)
                     choices = obj.get("choices")
                     if choices:
-                        text = chunk_text(choices[0])
+                        choice = choices[0]
+                        text = chunk_text(choice)
                         if text:
                             times.append(now_ns)
                             texts.append(text)
+                            events_of.append(obj)
+                        if choice.get("finish_reason") is not None:
+                            state.finish_reason = choice["finish_reason"]
+                    elif _has_text_outside_choices(obj):
+                        state.outside += 1
                     usage = obj.get("usage")
                     if usage:
                         state.usage = usage
@@ -187,21 +221,24 @@ class OpenAIStreamingClient:
             state.fail("stream_broken", "stream ended without data: [DONE]")
 
     def _finish(self, record: RequestRecord, state: _StreamState) -> None:
-        usage_tokens = (state.usage or {}).get("completion_tokens")
-        if isinstance(usage_tokens, int) and usage_tokens >= 0:
-            n_tokens, record.output_tokens_source = usage_tokens, "usage"
-        elif self._count_tokens is not None:
-            n_tokens = self._count_tokens("".join(state.texts)) if state.texts else 0
-            record.output_tokens_source = "tokenizer"
-        else:
-            n_tokens, record.output_tokens_source = len(state.times), "chunks"
-        record.token_ns = spread_token_times(state.times, state.texts, n_tokens)
-        record.output_tokens = n_tokens
-        record.first_token_ns = record.token_ns[0] if record.token_ns else None
         if state.error_type is not None:
             record.status = STATUS_ERROR
             record.error_type = state.error_type
             record.error_message = state.error_message
+        finish_record(record, self._chunks(state), self._count_tokens)
+
+    def _chunks(self, state: _StreamState) -> StreamChunks:
+        """The content chunks with their reasoning bit and per-chunk usage (off the timing path)."""
+        events = state.events
+        return StreamChunks(
+            times=state.times,
+            texts=state.texts,
+            reasoning=[self.chunk_is_reasoning(e) for e in events],
+            cumulative=[_completion_tokens(e.get("usage")) for e in events],
+            usage=state.usage,
+            finish_reason=state.finish_reason,
+            text_outside_choices=state.outside,
+        )
 
 
 class OpenAIChatClient(OpenAIStreamingClient):
@@ -222,6 +259,10 @@ class OpenAICompletionsClient(OpenAIStreamingClient):
     def chunk_text(choice: dict[str, Any]) -> str | None:
         return choice.get("text")
 
+    @staticmethod
+    def chunk_is_reasoning(event: dict[str, Any]) -> bool:
+        return False
+
 
 def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> list[int]:
     """Token arrival times from content-chunk times (rule in the module docstring)."""
@@ -240,6 +281,14 @@ def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> lis
     if leftover:
         counts[np.argsort(counts - quota, kind="stable")[:leftover]] += 1
     return np.repeat(np.asarray(times, dtype=np.int64), counts + 1).tolist()
+
+
+def _completion_tokens(usage: Any) -> Any:
+    return usage.get("completion_tokens") if isinstance(usage, dict) else None
+
+
+def _has_text_outside_choices(obj: dict[str, Any]) -> bool:
+    return any(obj.get(key) for key in ("text", "content", "delta", "message", "reasoning_content"))
 
 
 def _token_counter(name: str) -> Callable[[str], int]:

@@ -74,6 +74,7 @@ def live_endpoint(cfg: EtalonConfig) -> Iterator[tuple[EndpointSpec, str]]:
             timeout_s=cfg.endpoint.timeout_s,
             connect_timeout_s=cfg.endpoint.connect_timeout_s,
             tokenizer=cfg.model.tokenizer,
+            continuous_usage_stats=cfg.endpoint.continuous_usage_stats,
         )
         check_model_served(spec)
         yield spec, endpoint_key(cfg, base_url)

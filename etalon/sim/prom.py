@@ -15,7 +15,8 @@ class SimCounters:
 
 
 def render_metrics(model: str, counters: SimCounters, running: int, waiting: int,
-                   kv_usage: float, preemptions: int, faults: dict[str, int]) -> str:
+                   kv_usage: float, preemptions: int, faults: dict[str, int],
+                   modes: dict[str, int] | None = None) -> str:
     label = f'model_name="{model}"'
     lines = [
         "# TYPE vllm:num_requests_running gauge",
@@ -39,6 +40,9 @@ def render_metrics(model: str, counters: SimCounters, running: int, waiting: int
     lines.append("# TYPE etalon_sim_faults_total counter")
     for fault_type, value in faults.items():
         lines.append(f'etalon_sim_faults_total{{type="{fault_type}"}} {value}')
+    if modes is not None:  # etalon.sim.modes: multi-token chunks, reasoning, short outputs, wrong usage
+        lines.append("# TYPE etalon_sim_modes_total counter")
+        lines += [f'etalon_sim_modes_total{{type="{name}"}} {value}' for name, value in modes.items()]
     return "\n".join(lines) + "\n"
 
 
