@@ -90,9 +90,13 @@ class EndpointStatusError(EndpointError):
     """The endpoint answered the pre-flight check with an HTTP error status (401, 403, 5xx)."""
 
     def __init__(self, url: str, status: int, message: str) -> None:
-        super().__init__(f"{url} answered HTTP {status}: {message}")
+        from etalon.core.text import for_terminal
+
+        # The server's body is shown stripped of control characters and capped; kept raw apart.
+        super().__init__(f"{url} answered HTTP {status}: {for_terminal(message)}")
         self.url = url
         self.status = status
+        self.server_message = message
 
 
 def make_client(spec: EndpointSpec) -> Client:

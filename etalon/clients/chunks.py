@@ -25,27 +25,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from etalon.core.chunks import CHECK_FLAGS, FLAGS  # noqa: F401 - re-exported: the flag names
 from etalon.core.records import STATUS_OK, RequestRecord
 
 # Tokens a server may count without streaming any text for them (<think>, </think>, EOS, ...).
 SPECIAL_TOKEN_ALLOWANCE = 16
 FINISH_REASON_CHARS = 100
 
-# flag -> what it means (summary, README). A flagged request keeps its status.
-FLAGS: dict[str, str] = {
-    "output_short": "fewer output tokens than requested (max_tokens)",
-    "output_long": "more output tokens than requested (max_tokens not honoured)",
-    "finish_length_short": "finish_reason 'length' although fewer than max_tokens tokens came back",
-    "usage_invalid": "usage.completion_tokens is not a non-negative integer; not used",
-    "usage_implausible": "usage claims more tokens than max_tokens or than the text streamed; not used",
-    "usage_below_chunks": "usage claims fewer tokens than the per-chunk counts or the chunks streamed",
-    "chunk_usage_invalid": "per-chunk usage stats are not a non-decreasing count; not used",
-    "reasoning_only": "reasoning was streamed but no answer",
-    "text_outside_choices": "an event carried text outside 'choices'; it was not counted",
-}
-# Flags that mean the output is not what was asked for: endpoint.output_check=fail fails on these.
-CHECK_FLAGS = ("output_short", "output_long", "finish_length_short", "usage_invalid", "usage_implausible",
-               "reasoning_only")
 
 
 @dataclass

@@ -128,7 +128,27 @@ def measure(
     (out_dir / SUMMARY_FILE).write_bytes(
         orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     )
+    check_outputs(summary, cfg.endpoint.output_check, out_dir)
     return Measurement(records_path, table, summary, load, verdict, load.partial)
+
+
+def check_outputs(summary: Any, mode: str, out_dir: Path) -> None:
+    """``endpoint.output_check``: warn about flagged outputs, or fail (after records and summary
+    are written) when any measured request came back short, long or with implausible usage."""
+    checks = summary.output_checks
+    if mode == "off" or not checks.get("flagged"):
+        return
+    named = ", ".join(f"{k}: {v}" for k, v in checks.get("flags", {}).items())
+    total = summary.counts.get("total", 0)
+    bad = checks.get("check_flagged", 0)
+    if mode == "warn" or not bad:
+        log.warning("output checks: %d of %d requests flagged (%s); see etalon.core.chunks.FLAGS",
+                    checks["flagged"], total, named)
+        return
+    raise StageError(
+        f"endpoint.output_check=fail: {bad} of {total} requests did not return "
+        f"the output asked for ({named}); records and summary are in {out_dir}"
+    )
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:
