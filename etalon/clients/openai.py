@@ -105,10 +105,12 @@ class OpenAIStreamingClient:
         return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
 
     @staticmethod
-    def chunk_is_reasoning(event: dict[str, Any]) -> bool:
-        """Whether a content chunk's text is reasoning (its delta has no answer ``content``)."""
-        delta = event["choices"][0].get("delta")
-        return isinstance(delta, dict) and not delta.get("content")
+    def reasoning_flags(events: list[dict[str, Any]]) -> list[bool]:
+        """Per content chunk: is its text reasoning (the delta has no answer ``content``)?"""
+        try:
+            return [not e["choices"][0]["delta"].get("content") for e in events]
+        except (KeyError, TypeError, AttributeError, IndexError):  # a chunk the fast path cannot read
+            return [not (isinstance(d := e["choices"][0].get("delta"), dict) and d.get("content")) for e in events]
 
     def body(self, request: PlannedRequest) -> bytes:
         body: dict[str, Any] = {
@@ -233,8 +235,8 @@ class OpenAIStreamingClient:
         return StreamChunks(
             times=state.times,
             texts=state.texts,
-            reasoning=[self.chunk_is_reasoning(e) for e in events],
-            cumulative=[_completion_tokens(e.get("usage")) for e in events],
+            reasoning=self.reasoning_flags(events),
+            cumulative=_per_chunk_usage(events),
             usage=state.usage,
             finish_reason=state.finish_reason,
             text_outside_choices=state.outside,
@@ -260,8 +262,8 @@ class OpenAICompletionsClient(OpenAIStreamingClient):
         return choice.get("text")
 
     @staticmethod
-    def chunk_is_reasoning(event: dict[str, Any]) -> bool:
-        return False
+    def reasoning_flags(events: list[dict[str, Any]]) -> list[bool]:
+        return [False] * len(events)
 
 
 def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> list[int]:
@@ -283,8 +285,12 @@ def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> lis
     return np.repeat(np.asarray(times, dtype=np.int64), counts + 1).tolist()
 
 
-def _completion_tokens(usage: Any) -> Any:
-    return usage.get("completion_tokens") if isinstance(usage, dict) else None
+def _per_chunk_usage(events: list[dict[str, Any]]) -> list[Any]:
+    """Each content chunk's ``usage.completion_tokens`` (None where it sent none)."""
+    try:
+        return [e["usage"]["completion_tokens"] for e in events]
+    except (KeyError, TypeError, IndexError):  # some chunk without usage: the careful path
+        return [u.get("completion_tokens") if isinstance(u := e.get("usage"), dict) else None for e in events]
 
 
 def _has_text_outside_choices(obj: dict[str, Any]) -> bool:
