@@ -65,8 +65,7 @@ def aligned_rows(t: RecordTable) -> np.ndarray:
     """Rows whose token times are their chunk times repeated by chunk tokens (chunk data usable)."""
     if t.chunk_offsets is None or t.chunk_tokens is None:
         return np.zeros(len(t), dtype=bool)
-    per_row = np.zeros(len(t), dtype=np.int64)
-    np.add.at(per_row, _segments(t.chunk_offsets), t.chunk_tokens)
+    per_row = np.bincount(_segments(t.chunk_offsets), weights=t.chunk_tokens, minlength=len(t)).astype(np.int64)
     has_chunks = np.diff(t.chunk_offsets) > 0
     return has_chunks & (per_row == np.diff(t.token_offsets))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Iterable
 
 import numpy as np
@@ -177,8 +178,10 @@ def _chunk_columns(recs: list[RequestRecord]) -> dict[str, np.ndarray]:
     total = int(offsets[-1])
 
     def ragged(name: str, dtype: Any) -> np.ndarray:
-        values = (v for r in recs for v in _padded(getattr(r, name), len(r.chunk_ns)))
-        return np.fromiter(values, dtype=dtype, count=total)
+        lists = [getattr(r, name) for r in recs]
+        if any(len(v) != k for v, k in zip(lists, counts.tolist())):
+            lists = [_padded(v, k) for v, k in zip(lists, counts.tolist())]
+        return np.fromiter(chain.from_iterable(lists), dtype=dtype, count=total)
 
     flags = np.empty(n, dtype=object)
     flags[:] = [tuple(r.flags) for r in recs]
