@@ -59,6 +59,8 @@ def finish_record(
 ) -> None:
     """Fill the record's token fields, reasoning counts and flags from the collected chunks."""
     flags: list[str] = []
+    if chunks.texts and set(map(type, chunks.texts)) != {str}:  # a hostile server's numbers or lists
+        chunks.texts = [t if isinstance(t, str) else str(t) for t in chunks.texts]
     text_bytes = len("".join(chunks.texts).encode("utf-8", "surrogatepass"))
     limit = _plausible_limit(record.requested_output_tokens, text_bytes)
     claim = _usage_claim(chunks.usage, flags)

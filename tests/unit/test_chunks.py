@@ -109,6 +109,12 @@ def test_reasoning_tokens_come_from_usage_details_when_sent() -> None:
     assert rec.reasoning_tokens == 3 and rec.chunk_tokens == [1, 1, 2] and rec.flags == []
 
 
+def test_non_string_chunk_text_is_counted_not_fatal() -> None:
+    rec = record(requested=3)
+    finish_record(rec, stream([1, 2], [7, "ab"], {"completion_tokens": 3}), None)
+    assert rec.output_tokens == 3 and rec.chunk_tokens == [1, 2]
+
+
 def test_error_records_get_no_output_flags_and_text_outside_choices_is_flagged() -> None:
     rec = record(requested=8, status="error")
     finish_record(rec, stream([1], ["a"], None, outside=2), None)
