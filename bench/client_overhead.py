@@ -1,7 +1,7 @@
 """Client overhead: timing error against the server's own emission log, dispatch lag, CPU, ceiling.
 
 Run: python bench/client_overhead.py [--streams 16 64 256] [--rounds 3] [--warm on off] [--repeat 2]
-     [--clients local ray] [--sim-set modes.speculative_tokens=3 ...]
+     [--clients local ray] [--sim-set modes.speculative_tokens=3 ...] [--continuous-usage on|off]
      [--server URL --model NAME --emission-log PATH]   # any server that logs its emission times
 ``--warm`` sets client.warm_connections (on: the pool is warmed before the start; off: cold start).
 ``--clients`` compares client=local (one in-process actor) with Ray actors (``--ray-actors``, each a
@@ -81,9 +81,9 @@ class Target:
 
 
 def drive(target: Target, schedule: Schedule, tmp: Path, warm: bool, client: str = "local",
-          ray_actors: int = 2) -> tuple[Any, float]:
+          ray_actors: int = 2, continuous_usage: bool = True) -> tuple[Any, float]:
     spec = EndpointSpec(base_url=target.base_url, model=target.model, ignore_eos=True,
-                        continuous_usage_stats=True)
+                        continuous_usage_stats=continuous_usage)
     settings = LoadSettings(backend=client, num_actors=1 if client == "local" else ray_actors,
                             max_inflight_per_actor=1024, start_delay_s=0.3 if client == "local" else 1.0,
                             warm_connections=warm)
@@ -118,7 +118,8 @@ def accuracy(streams: int, rounds: int, warm: bool, args: argparse.Namespace, cl
         tmp = Path(tmp_name)
         with target_for(args, tmp) as target:
             start = target.emission_log.stat().st_size if target.emission_log.exists() else 0
-            result, cpu_s = drive(target, closed_loop(streams, rounds, 64), tmp, warm, client, args.ray_actors)
+            result, cpu_s = drive(target, closed_loop(streams, rounds, 64), tmp, warm, client, args.ray_actors,
+                                  args.continuous_usage == "on")
             time.sleep(0.2)  # the server logs a request after its last write
             emitted = read_emissions(target.emission_log, start)
     epochs = {a["actor"] if "actor" in a else i: a["epoch_mono_ns"] for i, a in enumerate(result.actors)}
@@ -228,6 +229,8 @@ def main() -> None:
     parser.add_argument("--model", default="etalon-sim")
     parser.add_argument("--emission-log", help="the emission log that --server appends to")
     parser.add_argument("--no-ceilings", action="store_true")
+    parser.add_argument("--continuous-usage", choices=["on", "off"], default="on",
+                        help="ask for usage in every chunk (exact tokens per chunk; the sim then writes usage per chunk)")
     args = parser.parse_args()
     if args.server and not args.emission_log:
         parser.error("--server needs --emission-log")

@@ -182,3 +182,15 @@ def test_for_terminal_strips_escapes_and_controls_and_caps() -> None:
     assert for_terminal(hostile) == "bad  FAKE: ok !"
     assert for_terminal("x" * 1000, 10) == "x" * 10 + "... [1000 chars]"
     assert "\u202e" not in for_terminal("abc\u202edef")
+
+
+def test_bad_output_check_and_sim_mode_values_name_their_key() -> None:
+    from etalon.config import ConfigError, EndpointConfig
+    from etalon.sim.config import SimConfigError, sim_config_from_dict
+
+    with pytest.raises(ConfigError, match="endpoint.output_check: must be one of warn, fail, off"):
+        EndpointConfig(name="x", base_url="http://127.0.0.1:1/v1", output_check="maybe")
+    with pytest.raises(SimConfigError, match="sim.modes.acceptance_rate=2"):
+        sim_config_from_dict({"tokenizer": None, "modes": {"acceptance_rate": 2}})
+    with pytest.raises(SimConfigError, match="sim.modes.speculative_tokens=-1"):
+        sim_config_from_dict({"tokenizer": None, "modes": {"speculative_tokens": -1}})
