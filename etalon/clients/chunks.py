@@ -20,7 +20,10 @@ count, the tokenizer's count or the number of chunks is used, the claim stays in
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
+from itertools import chain
+from operator import sub
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -59,9 +62,12 @@ def finish_record(
 ) -> None:
     """Fill the record's token fields, reasoning counts and flags from the collected chunks."""
     flags: list[str] = []
-    if chunks.texts and set(map(type, chunks.texts)) != {str}:  # a hostile server's numbers or lists
+    try:
+        joined = "".join(chunks.texts)
+    except TypeError:  # a hostile server's numbers or lists as text
         chunks.texts = [t if isinstance(t, str) else str(t) for t in chunks.texts]
-    text_bytes = len("".join(chunks.texts).encode("utf-8", "surrogatepass"))
+        joined = "".join(chunks.texts)
+    text_bytes = len(joined.encode("utf-8", "surrogatepass"))
     limit = _plausible_limit(record.requested_output_tokens, text_bytes)
     claim = _usage_claim(chunks.usage, flags)
     record.server_output_tokens = claim
@@ -106,12 +112,12 @@ def _continuous_counts(cumulative: Sequence[Any], limit: int, flags: list[str]) 
     """Tokens per chunk from cumulative usage sent with every chunk; None when not (all) sent."""
     if not cumulative or cumulative.count(None) == len(cumulative):
         return None
-    # Only ints (bool is a subclass of int but not of this type check), >= 0, non-decreasing, <= limit.
-    if set(map(type, cumulative)) != {int} or not 0 <= cumulative[0] <= cumulative[-1] <= limit:
-        flags.append("chunk_usage_invalid")
-        return None
-    steps = [b - a for a, b in zip([0, *cumulative], cumulative)]  # plain Python: faster than numpy here
-    if min(steps) < 0:
+    try:  # C-level checks: array("q") takes only integers (None, str and float raise) below 2**63
+        counts = array("q", cumulative)
+    except (TypeError, OverflowError):
+        counts = None
+    steps = list(map(sub, counts, chain((0,), counts))) if counts else []
+    if not steps or counts[-1] > limit or min(steps) < 0:  # type: ignore[index]
         flags.append("chunk_usage_invalid")
         return None
     return steps

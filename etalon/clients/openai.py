@@ -58,7 +58,7 @@ class _StreamState:
     """What one response stream produced so far (mutated by the hot loop)."""
 
     __slots__ = ("times", "texts", "events", "usage", "done", "error_type", "error_message",
-                 "finish_reason", "outside")
+                 "finish_reason", "outside", "reasoning_seen")
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -66,6 +66,7 @@ class _StreamState:
         self.events: list[dict[str, Any]] = []  # the event of each content chunk (read after the stream)
         self.finish_reason: Any = None
         self.outside = 0  # events with text outside "choices"
+        self.reasoning_seen = False  # some read held the bytes "reasoning" (maybe a reasoning delta)
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.error_type: str | None = None
@@ -182,6 +183,8 @@ class OpenAIStreamingClient:
                 data = pending + data
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n")
+            if b"reasoning" in data:  # C-level scan: reasoning chunks are told apart after the stream
+                state.reasoning_seen = True
             events = data.split(b"\n\n")
             pending = events.pop()
             for event in events:
@@ -235,8 +238,8 @@ class OpenAIStreamingClient:
         return StreamChunks(
             times=state.times,
             texts=state.texts,
-            reasoning=self.reasoning_flags(events),
-            cumulative=_per_chunk_usage(events),
+            reasoning=self.reasoning_flags(events) if state.reasoning_seen else [False] * len(events),
+            cumulative=_per_chunk_usage(events) if self.spec.continuous_usage_stats else [None] * len(events),
             usage=state.usage,
             finish_reason=state.finish_reason,
             text_outside_choices=state.outside,
