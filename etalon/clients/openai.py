@@ -57,16 +57,18 @@ _DONE = b"[DONE]"
 class _StreamState:
     """What one response stream produced so far (mutated by the hot loop)."""
 
-    __slots__ = ("times", "texts", "events", "usage", "done", "error_type", "error_message",
-                 "finish_reason", "outside", "reasoning_seen")
+    __slots__ = ("times", "texts", "usages", "marked", "usage", "done", "error_type", "error_message",
+                 "finish_reason", "outside")
 
     def __init__(self) -> None:
         self.times: list[int] = []
         self.texts: list[str] = []
-        self.events: list[dict[str, Any]] = []  # the event of each content chunk (read after the stream)
+        self.usages: list[Any] = []  # the usage sent with each content chunk (None if none)
+        # (chunk index, choice) of chunks from reads holding the bytes "reasoning": only those can
+        # be reasoning chunks; they are told apart after the stream, off the timing path.
+        self.marked: list[tuple[int, dict[str, Any]]] = []
         self.finish_reason: Any = None
         self.outside = 0  # events with text outside "choices"
-        self.reasoning_seen = False  # some read held the bytes "reasoning" (maybe a reasoning delta)
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.error_type: str | None = None
@@ -106,12 +108,14 @@ class OpenAIStreamingClient:
         return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
 
     @staticmethod
-    def reasoning_flags(events: list[dict[str, Any]]) -> list[bool]:
-        """Per content chunk: is its text reasoning (the delta has no answer ``content``)?"""
-        try:
-            return [not e["choices"][0]["delta"].get("content") for e in events]
-        except (KeyError, TypeError, AttributeError, IndexError):  # a chunk the fast path cannot read
-            return [not (isinstance(d := e["choices"][0].get("delta"), dict) and d.get("content")) for e in events]
+    def reasoning_flags(marked: list[tuple[int, dict[str, Any]]], n: int) -> list[bool]:
+        """Per content chunk: is its text reasoning (the delta has no answer ``content``)?
+        ``marked``: the (index, choice) of the only chunks that can be."""
+        flags = [False] * n
+        for i, choice in marked:
+            delta = choice.get("delta")
+            flags[i] = not (isinstance(delta, dict) and delta.get("content"))
+        return flags
 
     def body(self, request: PlannedRequest) -> bytes:
         body: dict[str, Any] = {
@@ -174,7 +178,8 @@ class OpenAIStreamingClient:
         chunk_text = self.chunk_text
         times = state.times
         texts = state.texts
-        events_of = state.events
+        usages = state.usages
+        marked = state.marked
         readany = resp.content.readany
         pending = b""
         while data := await readany():
@@ -183,8 +188,7 @@ class OpenAIStreamingClient:
                 data = pending + data
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n")
-            if b"reasoning" in data:  # C-level scan: reasoning chunks are told apart after the stream
-                state.reasoning_seen = True
+            maybe_reasoning = b"reasoning" in data  # C-level scan; chunks are told apart after the stream
             events = data.split(b"\n\n")
             pending = events.pop()
             for event in events:
@@ -197,18 +201,20 @@ class OpenAIStreamingClient:
                 try:
                     obj = loads(payload)
                     choices = obj.get("choices")
+                    usage = obj.get("usage")
                     if choices:
                         choice = choices[0]
                         text = chunk_text(choice)
                         if text:
                             times.append(now_ns)
                             texts.append(text)
-                            events_of.append(obj)
+                            usages.append(usage)
+                            if maybe_reasoning:
+                                marked.append((len(times) - 1, choice))
                         if choice.get("finish_reason") is not None:
                             state.finish_reason = choice["finish_reason"]
                     elif _has_text_outside_choices(obj):
                         state.outside += 1
-                    usage = obj.get("usage")
                     if usage:
                         state.usage = usage
                     if "error" in obj:
@@ -234,12 +240,12 @@ class OpenAIStreamingClient:
 
     def _chunks(self, state: _StreamState) -> StreamChunks:
         """The content chunks with their reasoning bit and per-chunk usage (off the timing path)."""
-        events = state.events
+        n = len(state.times)
         return StreamChunks(
             times=state.times,
             texts=state.texts,
-            reasoning=self.reasoning_flags(events) if state.reasoning_seen else [False] * len(events),
-            cumulative=_per_chunk_usage(events) if self.spec.continuous_usage_stats else [None] * len(events),
+            reasoning=self.reasoning_flags(state.marked, n),
+            cumulative=_per_chunk_usage(state.usages) if self.spec.continuous_usage_stats else [None] * n,
             usage=state.usage,
             finish_reason=state.finish_reason,
             text_outside_choices=state.outside,
@@ -265,8 +271,8 @@ class OpenAICompletionsClient(OpenAIStreamingClient):
         return choice.get("text")
 
     @staticmethod
-    def reasoning_flags(events: list[dict[str, Any]]) -> list[bool]:
-        return [False] * len(events)
+    def reasoning_flags(marked: list[tuple[int, dict[str, Any]]], n: int) -> list[bool]:
+        return [False] * n
 
 
 def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> list[int]:
@@ -288,12 +294,12 @@ def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> lis
     return np.repeat(np.asarray(times, dtype=np.int64), counts + 1).tolist()
 
 
-def _per_chunk_usage(events: list[dict[str, Any]]) -> list[Any]:
+def _per_chunk_usage(usages: list[Any]) -> list[Any]:
     """Each content chunk's ``usage.completion_tokens`` (None where it sent none)."""
     try:
-        return [e["usage"]["completion_tokens"] for e in events]
+        return [u["completion_tokens"] for u in usages]
     except (KeyError, TypeError, IndexError):  # some chunk without usage: the careful path
-        return [u.get("completion_tokens") if isinstance(u := e.get("usage"), dict) else None for e in events]
+        return [u.get("completion_tokens") if isinstance(u, dict) else None for u in usages]
 
 
 def _has_text_outside_choices(obj: dict[str, Any]) -> bool:
