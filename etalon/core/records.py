@@ -46,6 +46,14 @@ class RequestRecord:
     error_type: str | None = None
     error_message: str | None = None
     warmup: bool = False
+    # Multi-turn sessions: which conversation and which turn (0-based) this request was.
+    session_id: int | None = None
+    turn: int | None = None
+    # What the server reported: usage.prompt_tokens and usage.prompt_tokens_details.cached_tokens.
+    server_prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    # The load ramp stage the request was planned in (None outside ramps).
+    load_stage: str | None = None
     chunk_ns: list[int] = field(default_factory=list)
     chunk_tokens: list[int] = field(default_factory=list)
     chunk_reasoning: list[bool] = field(default_factory=list)

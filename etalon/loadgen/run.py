@@ -18,7 +18,7 @@ from etalon.clients.openai import preflight as _client_preflight
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.driver import KEEPALIVE_S
-from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
+from etalon.loadgen.plan import ActorPlan, build_requests, gc_paused, split_plans, split_session_plans
 
 if TYPE_CHECKING:
     from etalon.core.workload import Schedule
@@ -170,13 +170,14 @@ def preflight(endpoint: EndpointSpec) -> list[str]:
 
 def run_load(
     schedule: Schedule,
-    prompts: list[str],
+    prompts: list[Any],
     endpoint: EndpointSpec,
     settings: LoadSettings,
     records_path: Path,
     *,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = True,
+    max_context_tokens: int | None = None,
 ) -> LoadResult:
     """Send ``schedule`` and collect one record per sent request.
 
@@ -185,16 +186,31 @@ def run_load(
     and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
-    plans = split_plans(
-        schedule, build_requests(schedule, prompts), settings.num_actors,
-        settings.max_inflight_per_actor,
-    )
+    with gc_paused():
+        requests = build_requests(schedule, prompts)
+        if schedule.session_id is not None:
+            _check_session_client(endpoint)
+            plans = split_session_plans(schedule, requests, settings.num_actors,
+                                        settings.max_inflight_per_actor, max_context_tokens)
+        else:
+            plans = split_plans(schedule, requests, settings.num_actors, settings.max_inflight_per_actor)
     backend_cls = _RayBackend if settings.backend == "ray" else _LocalBackend
     backend: _Backend = backend_cls(endpoint, settings, len(plans))
     try:
         return _drive(backend, plans, settings, Path(records_path), should_stop, progress)
     finally:
         backend.shutdown()
+
+
+def _check_session_client(endpoint: EndpointSpec) -> None:
+    """Sessions resend the server's answers, so the client must return them (``exchange``)."""
+    import importlib
+
+    module_name, _, class_name = endpoint.client_target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if cls is None or not hasattr(cls, "exchange"):
+        raise ValueError(f"workload.sessions needs a client that returns the answer text "
+                         f"(an exchange() method); {endpoint.client_target} has none")
 
 
 def _drive(

@@ -95,9 +95,8 @@ class StreamMode:
             out += b"data: " + orjson.dumps(event) + b"\n\n"
         return out
 
-    def final_usage(self, prompt_tokens: int, output_tokens: int) -> dict[str, Any]:
-        claimed = output_tokens if self.reported is None else self.reported
-        out = usage_of(prompt_tokens, claimed)
+    def final_usage(self, out: dict[str, Any], output_tokens: int) -> dict[str, Any]:
+        """The stream's final ``usage`` (already holding the claimed count), with reasoning details."""
         if self.reasoning:
             out["completion_tokens_details"] = {"reasoning_tokens": min(self.reasoning, output_tokens)}
         return out

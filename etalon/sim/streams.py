@@ -43,6 +43,9 @@ class StreamSpec:
     continuous_usage: bool = False  # stream_options.continuous_usage_stats: usage in every chunk
     reported_tokens: int | None = None  # a wrong final usage.completion_tokens (sim.modes)
     number: int = 0  # arrival number; seeds the request's mode draws
+    # Prompt tokens served from the prefix cache; set by an engine with caching on, else None.
+    cached_tokens: int | None = None
+    arrival_ns: int = 0  # when the request reached the server (monotonic), for the emission log
 
 
 class TokenStream:
@@ -151,7 +154,8 @@ class TokenStream:
             out = head + b'"text":"","logprobs":null,"finish_reason":"%s"}]}\n\n' % (
                 spec.finish_reason.encode())
         if spec.include_usage:
-            final = usage(spec) if self.mode is None else self.mode.final_usage(spec.prompt_tokens, spec.output_tokens)
+            final = usage(spec) if self.mode is None else self.mode.final_usage(usage(spec, self.mode.reported),
+                                                                                spec.output_tokens)
             out += b"data: " + orjson.dumps({
                 "id": spec.response_id, "object": _object_name(spec), "created": _created(),
                 "model": spec.model, "choices": [], "usage": final}) + b"\n\n"
@@ -168,16 +172,24 @@ class TokenStream:
     def text(self) -> str:
         return self.table.text(self._offset, self.emitted)
 
+    def planned_output_ids(self) -> list[int]:
+        """Token ids of every output token this stream will send (what its text re-encodes to)."""
+        return self.table.output_ids(self._offset, self.spec.output_tokens)
+
 
 def _hits(at: int | None, k: int, n: int) -> bool:
     """Whether the 1-based token index ``at`` is among tokens ``k+1..k+n``."""
     return at is not None and k < at <= k + n
 
 
-def usage(spec: StreamSpec, completion_tokens: int | None = None) -> dict[str, int]:
+def usage(spec: StreamSpec, completion_tokens: int | None = None) -> dict[str, Any]:
+    """OpenAI ``usage``; ``prompt_tokens_details.cached_tokens`` when the prefix cache is on."""
     done = spec.output_tokens if completion_tokens is None else completion_tokens
-    return {"prompt_tokens": spec.prompt_tokens, "completion_tokens": done,
-            "total_tokens": spec.prompt_tokens + done}
+    out: dict[str, Any] = {"prompt_tokens": spec.prompt_tokens, "completion_tokens": done,
+                           "total_tokens": spec.prompt_tokens + done}
+    if spec.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": spec.cached_tokens}
+    return out
 
 
 def _created() -> int:
