@@ -13,7 +13,8 @@ With fewer tokens than chunks the first ``n`` chunks carry one token each and th
 
 The output count used (``output_tokens``, source ``output_tokens_source``) is the server's
 ``usage.completion_tokens`` unless it is invalid or implausible (more than ``max_tokens``, or more
-than one token per streamed UTF-8 byte plus ``SPECIAL_TOKEN_ALLOWANCE``): then the continuous
+than one token per streamed UTF-8 byte plus ``SPECIAL_TOKEN_ALLOWANCE`` plus reasoning tokens the
+server reports without streaming them): then the continuous
 count, the tokenizer's count or the number of chunks is used, the claim stays in
 ``server_output_tokens`` and the request is flagged.
 """
@@ -68,7 +69,7 @@ def finish_record(
         chunks.texts = [t if isinstance(t, str) else str(t) for t in chunks.texts]
         joined = "".join(chunks.texts)
     text_bytes = len(joined.encode("utf-8", "surrogatepass"))
-    limit = _plausible_limit(record.requested_output_tokens, text_bytes)
+    limit = _plausible_limit(record.requested_output_tokens, text_bytes + _hidden_reasoning(chunks))
     claim = _usage_claim(chunks.usage, flags)
     record.server_output_tokens = claim
     if claim is not None and claim > limit:
@@ -97,6 +98,14 @@ def finish_record(
 def _plausible_limit(requested: int, text_bytes: int) -> int:
     limit = text_bytes + SPECIAL_TOKEN_ALLOWANCE
     return min(limit, requested) if requested > 0 else limit
+
+
+def _hidden_reasoning(chunks: StreamChunks) -> int:
+    """Reasoning tokens the server reports but did not stream (OpenAI hides them): no text for them."""
+    if any(chunks.reasoning):
+        return 0
+    details = chunks.usage.get("completion_tokens_details") if isinstance(chunks.usage, dict) else None
+    return (count_of(details.get("reasoning_tokens")) or 0) if isinstance(details, dict) else 0
 
 
 def _usage_claim(usage: Any, flags: list[str]) -> int | None:

@@ -18,6 +18,7 @@ log = logging.getLogger("etalon")
 
 RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "summary.json"
+ACTORS_FILE = "load_actors.json"
 
 
 @dataclass
@@ -123,6 +124,12 @@ def measure(
         max_total_tokens=limit,
         seed=seed,
     )
+    if schedule.clipped_requests:
+        log.warning(
+            "%d of %d requests asked for more than %d tokens (prompt + output) and were shortened "
+            "to fit (workload.max_total_tokens, default model.context_tokens)",
+            schedule.clipped_requests, len(schedule.prompt_tokens), limit,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     load = run_load(
@@ -135,17 +142,37 @@ def measure(
         progress=progress,
         max_context_tokens=limit,
     )
+    # Each actor's epoch on the machine's monotonic clock: record time + epoch = monotonic time,
+    # which lines records up with server-side logs (the simulator's emission log).
+    try:
+        (out_dir / ACTORS_FILE).write_bytes(orjson.dumps(load.actors))
+    except OSError as exc:
+        log.warning("cannot write %s: %s", out_dir / ACTORS_FILE, exc)
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
     summary_dict = summary.to_dict()
     traffic = traffic_report(schedule, load.records, limit, arrival)
     if traffic:
         summary_dict["traffic"] = traffic
-    (out_dir / SUMMARY_FILE).write_bytes(
-        orjson.dumps(summary_dict, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
+    write_summary(out_dir / SUMMARY_FILE, summary_dict)
     check_outputs(summary, cfg.endpoint.output_check, out_dir)
     return Measurement(records_path, table, summary, load, verdict, load.partial, traffic)
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``; on a full disk the summary goes to stderr instead (it is all in memory)."""
+    import sys
+
+    from etalon.loadgen.sink import is_disk_full
+
+    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"etalon: cannot write {path} ({exc}); the summary is here instead:\n{data.decode()}",
+              file=sys.stderr, flush=True)
 
 
 def check_outputs(summary: Any, mode: str, out_dir: Path) -> None:

@@ -33,7 +33,8 @@ def test_huge_usage_for_33_chunks_is_flagged_and_33_used(server: ScriptedServer)
     server.scripts["huge"] = [*(chat(" tok") for _ in range(33)), chat(finish="length"),
                               sse({"choices": [], "usage": {"completion_tokens": 2_000_000}}), DONE]
     rec = send(server.spec("huge", ignore_eos=True), _request(33))
-    assert rec.status == "ok" and rec.flags == ["usage_implausible"]
+    # An impossible claim fails the stream (malformed_usage) and is flagged; the count used is stated.
+    assert rec.status == "error" and rec.error_type == "malformed_usage" and rec.flags == ["usage_implausible"]
     assert rec.output_tokens == 33 and rec.output_tokens_source == "chunks"
     assert rec.server_output_tokens == 2_000_000 and len(rec.token_ns) == 33
 
@@ -42,7 +43,7 @@ def test_negative_and_string_usage_are_flagged(server: ScriptedServer) -> None:
     for name, bad in (("neg", -5), ("str", "9")):
         server.scripts[name] = [chat("a"), chat("b"), sse({"choices": [], "usage": {"completion_tokens": bad}}), DONE]
         rec = send(server.spec(name), _request(2))
-        assert rec.status == "ok" and rec.flags == ["usage_invalid"] and rec.output_tokens == 2
+        assert rec.error_type == "malformed_usage" and rec.flags == ["usage_invalid"] and rec.output_tokens == 2
 
 
 def test_text_without_choices_is_flagged_not_counted(server: ScriptedServer) -> None:

@@ -108,16 +108,27 @@ def test_reasoning_time_to_first_answer_token_and_counts(tmp_path: Path) -> None
     assert _mode(values, "reasoning_tokens") == 24 * reasoning
 
 
-def test_short_outputs_and_wrong_usage_flag_exactly_those_requests(tmp_path: Path) -> None:
-    records, emitted, values, _ = _run(tmp_path, {"short_output_prob": 0.1, "wrong_usage_prob": 0.1}, 80, 20)
+def test_short_outputs_flag_exactly_those_requests(tmp_path: Path) -> None:
+    records, emitted, values, _ = _run(tmp_path, {"short_output_prob": 0.1}, 80, 20)
     short_sim = {i for i, e in emitted.items() if e["output_tokens"] < 20}
-    wrong_sim = {i for i, e in emitted.items() if e["reported_tokens"] is not None}
-    assert short_sim and wrong_sim  # seeded: the draws are the same every run
+    assert short_sim  # seeded: the draws are the same every run
     assert {r.request_id for r in records if "output_short" in r.flags} == short_sim
-    assert {r.request_id for r in records if "usage_implausible" in r.flags} == wrong_sim
     for rec in records:
-        assert rec.output_tokens == emitted[rec.request_id]["output_tokens"]  # the true count is used
+        assert rec.status == "ok" and rec.output_tokens == emitted[rec.request_id]["output_tokens"]
         assert rec.finish_reason == ("stop" if rec.request_id in short_sim else "length")
     assert _mode(values, "short_outputs") == len(short_sim)
-    assert _mode(values, "wrong_usage") == len(wrong_sim)
     assert _mode(values, "continuous_usage_requests") == 80
+
+
+def test_wrong_usage_is_flagged_and_the_streamed_count_used(tmp_path: Path) -> None:
+    records, emitted, values, _ = _run(tmp_path, {"wrong_usage_prob": 0.1}, 60, 20)
+    wrong_sim = {i for i, e in emitted.items() if e["reported_tokens"] is not None}
+    assert wrong_sim
+    assert {r.request_id for r in records if "usage_implausible" in r.flags} == wrong_sim
+    for rec in records:
+        wrong = rec.request_id in wrong_sim
+        # 20 x 1000 claimed for 20 requested: impossible, so also a malformed_usage error record.
+        assert rec.error_type == ("malformed_usage" if wrong else None)
+        assert rec.output_tokens == 20 and rec.server_output_tokens == (20_000 if wrong else 20)
+        assert rec.output_tokens_source == ("continuous_usage" if wrong else "usage")
+    assert _mode(values, "wrong_usage") == len(wrong_sim)

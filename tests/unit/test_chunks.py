@@ -79,6 +79,13 @@ def test_usage_above_the_text_streamed_is_implausible_even_below_max_tokens() ->
     assert rec.output_tokens_source == "tokenizer"
 
 
+def test_hidden_reasoning_tokens_in_usage_are_plausible() -> None:
+    rec = record(requested=100)
+    usage = {"completion_tokens": 60, "completion_tokens_details": {"reasoning_tokens": 58}}
+    finish_record(rec, stream([1, 2], ["a", "b"], usage, finish="stop"), None)
+    assert rec.flags == ["output_short"] and rec.output_tokens == 60 and rec.reasoning_tokens == 58
+
+
 @pytest.mark.parametrize("bad", ["12", -3, 1.5, True, None, [4]])
 def test_non_integer_or_negative_usage_is_flagged(bad) -> None:
     rec = record(requested=2)
