@@ -110,7 +110,14 @@ def read_emissions(path: Path, start: int) -> dict[int, list[int]]:
     with open(path, "rb") as f:
         f.seek(start)
         lines = f.read().splitlines()
-    return {int(d["request_id"]): d["token_ns"] for d in map(orjson.loads, lines) if str(d["request_id"]).isdigit()}
+    return {request_number(d["request_id"]): d["token_ns"] for d in map(orjson.loads, lines)}
+
+
+def request_number(header: str) -> int:
+    """etalon's request id from the X-Request-Id it sent: a UUID whose last 12 hex digits are the
+    id (etalon.clients.openai.request_uuid), or the plain number older versions sent."""
+    text = str(header)
+    return int(text) if text.isdigit() else int(text.rsplit("-", 1)[-1], 16)
 
 
 def accuracy(streams: int, rounds: int, warm: bool, args: argparse.Namespace, client: str = "local") -> None:

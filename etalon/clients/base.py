@@ -55,6 +55,10 @@ class EndpointSpec:
     connect_timeout_s: float = 10.0
     tokenizer: str | None = None
     continuous_usage_stats: bool = False
+    # Header carrying a fresh UUID string per request (None: send none).
+    request_id_header: str | None = "X-Request-Id"
+    # What the server said it is before the run (etalon.clients.identity.observe_server).
+    server_identity: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

@@ -41,7 +41,8 @@ def _run(tmp_path: Path, modes: dict[str, Any], n: int, output_tokens: int) -> t
                 return await metrics(session, base_url)
 
         values = asyncio.run(scrape())
-    emitted = {int(d["request_id"]): d for d in map(orjson.loads, log_path.read_bytes().splitlines())}
+    # X-Request-Id is a UUID whose last 12 hex digits are etalon's request id.
+    emitted = {int(d["request_id"].rsplit("-", 1)[-1], 16): d for d in map(orjson.loads, log_path.read_bytes().splitlines())}
     return result.records, emitted, values, result.actors[0]["epoch_mono_ns"]
 
 
