@@ -9,6 +9,7 @@ from etalon.config import ConfigError
 from etalon.core.text import for_terminal
 from etalon.datasets.tokenizers import TokenizerLoadError
 from etalon.datasets.traces import TraceFileError
+from etalon.loadgen.ray_init import RayStartError
 from etalon.runner.server import ServerStartError
 from etalon.stages.base import StageError
 
@@ -19,6 +20,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     TokenizerLoadError,
     TraceFileError,
     ServerStartError,
+    RayStartError,
     StageError,
     InstantiationException,
     ValueError,
