@@ -112,15 +112,13 @@ class RecordTable:
 
     def select(self, mask: np.ndarray) -> RecordTable:
         """Rows where ``mask`` is true, token arrays re-packed."""
+        from etalon.core.deadline_kernels import gather_tokens  # numba: imported only when needed
+
         idx = np.flatnonzero(mask)
-        counts = np.diff(self.token_offsets)[idx]
-        offsets = np.zeros(idx.shape[0] + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        starts = self.token_offsets[idx]
-        gather = np.repeat(starts - offsets[:-1], counts) + np.arange(int(offsets[-1]))
+        token_ns, offsets = gather_tokens(self.token_ns, self.token_offsets, idx)
         fields = {
             name: getattr(self, name)[idx]
             for name in self.__dataclass_fields__
             if name not in ("token_ns", "token_offsets")
         }
-        return RecordTable(**fields, token_ns=self.token_ns[gather], token_offsets=offsets)
+        return RecordTable(**fields, token_ns=token_ns, token_offsets=offsets)
