@@ -107,6 +107,7 @@ class ClientConfig:
     start_delay_s: float = 1.0
     warm_connections: bool = True
     progress: bool = True
+    placement: str = "SPREAD"  # Ray scheduling strategy of the load actors: SPREAD (across nodes) or DEFAULT
 
     def __post_init__(self) -> None:
         _require(self.num_actors >= 1, "client.num_actors", f"must be >= 1, got {self.num_actors}")
@@ -117,6 +118,10 @@ class ClientConfig:
         )
         _require(self.backend in ("ray", "local"), "client.backend", f"must be 'ray' or 'local', got {self.backend!r}")
         _require(self.actor_num_cpus >= 0, "client.actor_num_cpus", f"must be >= 0, got {self.actor_num_cpus}")
+        _require(
+            self.placement in ("SPREAD", "DEFAULT"), "client.placement",
+            f"must be 'SPREAD' or 'DEFAULT', got {self.placement!r}",
+        )
         _require(self.drain_interval_s > 0, "client.drain_interval_s", f"must be > 0, got {self.drain_interval_s}")
         _require(
             not self.warm_connections or 0 <= self.start_delay_s <= 30,

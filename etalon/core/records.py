@@ -37,6 +37,7 @@ class RequestRecord:
     error_type: str | None = None
     error_message: str | None = None
     warmup: bool = False
+    node_id: str | None = None  # the Ray node that sent it (None outside Ray)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]

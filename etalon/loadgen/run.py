@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ import orjson
 from etalon.clients.base import EndpointError, EndpointSpec
 from etalon.clients.openai import preflight as _client_preflight
 from etalon.core.records import STATUS_OK, RequestRecord
+from etalon.loadgen.actor_loss import LostActor, lost_records
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.driver import KEEPALIVE_S
 from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
@@ -23,8 +25,11 @@ from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
 if TYPE_CHECKING:
     from etalon.core.workload import Schedule
 
+log = logging.getLogger("etalon")
+
 STOP_INTERRUPTED = "interrupted"
 BACKENDS = ("ray", "local")
+PLACEMENTS = ("SPREAD", "DEFAULT")  # Ray scheduling strategies for the load actors
 # Warmed connections must still be pooled at the start: keep the gap well inside the pool's idle limit.
 MAX_WARM_START_DELAY_S = KEEPALIVE_S / 2
 
@@ -46,10 +51,13 @@ class LoadSettings:
     use_uvloop: bool = True
     start_delay_s: float = 1.0
     warm_connections: bool = True
+    placement: str = "SPREAD"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"client.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"client.placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.num_actors < 1 or self.max_inflight_per_actor < 1:
             raise ValueError(
                 f"client.num_actors ({self.num_actors}) and client.max_inflight_per_actor "
@@ -82,6 +90,8 @@ class LoadResult:
 
 
 class _Backend(Protocol):
+    lost: dict[int, LostActor]
+
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]: ...
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]: ...
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
@@ -94,6 +104,7 @@ class _LocalBackend:
 
     def __init__(self, endpoint: EndpointSpec, settings: LoadSettings, count: int) -> None:
         self._actors = [LoadActor(i, endpoint, settings.use_uvloop) for i in range(count)]
+        self.lost: dict[int, LostActor] = {}  # threads of this process are never lost alone
 
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]:
         from concurrent.futures import ThreadPoolExecutor
@@ -118,7 +129,10 @@ class _LocalBackend:
 
 
 class _RayBackend:
-    """One Ray actor process per LoadActor, spread across nodes."""
+    """One Ray actor process per LoadActor, placed by ``client.placement`` (SPREAD: across nodes).
+
+    An actor that stops answering (its process or node died) is recorded in ``lost`` and skipped
+    from then on; the run loop stops the others and counts what the lost one had in flight."""
 
     def __init__(self, endpoint: EndpointSpec, settings: LoadSettings, count: int) -> None:
         import ray
@@ -127,11 +141,14 @@ class _RayBackend:
             ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
         self._ray = ray
         remote = ray.remote(LoadActor).options(
-            num_cpus=settings.actor_num_cpus, scheduling_strategy="SPREAD"
+            num_cpus=settings.actor_num_cpus, scheduling_strategy=settings.placement, max_restarts=0
         )
         # Ray's handles are typed loosely: treat them as Any rather than as LoadActor.
         self._actors: list[Any] = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
-        ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
+        infos = ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
+        self._node_ids: list[str | None] = [info.get("node_id") for info in infos]
+        self.lost: dict[int, LostActor] = {}
+        self.start_wall_ns: int | None = None
 
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]:
         refs = [a.prepare.remote(p, warm) for a, p in zip(self._actors, plans)]
@@ -148,19 +165,42 @@ class _RayBackend:
         return infos
 
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
+        self.start_wall_ns = start_wall_ns
         return self._ray.get([a.start.remote(start_wall_ns) for a in self._actors])
 
+    def _call_all(self, method: str) -> list[Any]:
+        """``method`` on every actor not yet lost; one that fails to answer becomes lost (None)."""
+        refs = {i: getattr(a, method).remote() for i, a in enumerate(self._actors) if i not in self.lost}
+        out: list[Any] = [None] * len(self._actors)
+        for i, ref in refs.items():
+            try:
+                out[i] = self._ray.get(ref)
+            except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError) as exc:
+                self._mark_lost(i, exc)
+        return out
+
+    def _mark_lost(self, index: int, exc: BaseException) -> None:
+        start = self.start_wall_ns if self.start_wall_ns is not None else time.time_ns()
+        cause = type(exc).__name__
+        self.lost[index] = LostActor(index, self._node_ids[index], max(time.time_ns() - start, 0), cause)
+        log.warning("%s", self.lost[index].describe())
+
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        statuses = self._ray.get([a.status.remote() for a in self._actors])
-        batches = self._ray.get([a.drain.remote() for a in self._actors])
-        return [r for batch in batches for r in batch], statuses
+        statuses = self._call_all("status")
+        batches = self._call_all("drain")
+        for i, lost in self.lost.items():
+            statuses[i] = {"done": True, "error": lost.describe()}
+        return [r for batch in batches if batch for r in batch], statuses
 
     def stop(self) -> None:
-        self._ray.get([a.stop.remote() for a in self._actors])
+        self._call_all("stop")
 
     def shutdown(self) -> None:
         for actor in self._actors:
-            self._ray.kill(actor)
+            try:
+                self._ray.kill(actor)
+            except Exception:  # noqa: BLE001 - an actor already gone needs no kill
+                pass
 
 
 def preflight(endpoint: EndpointSpec) -> list[str]:
@@ -220,7 +260,8 @@ def _drive(
         tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
         _interrupt_flag() as interrupted,
     ):
-        collect = _Collector(records, sink, bar)
+        num_ids = 1 + max((r.request_id for p in plans for r in _plan_requests(p)), default=-1)
+        collect = _Collector(records, sink, bar, num_ids)
         infos: list[dict[str, Any]] = []
         try:
             # Every actor is warm before the start is picked, so warm-up never delays a planned send.
@@ -233,6 +274,7 @@ def _drive(
         if stop_reason is not None:
             backend.stop()
             collect(backend.poll()[0])
+        stop_reason = _count_lost(backend, plans, collect, stop_reason)
     return LoadResult(
         records=records,
         partial=stop_reason is not None,
@@ -241,6 +283,10 @@ def _drive(
         wall_start_ns=start_wall_ns,
         duration_s=max(0.0, (time.time_ns() - start_wall_ns) / 1e9),
     )
+
+
+def _plan_requests(plan: ActorPlan) -> list[Any]:
+    return plan.requests + [r for user in plan.users for r in user]
 
 
 def _poll_until_done(
@@ -265,6 +311,24 @@ def _poll_until_done(
             return None
 
 
+def _count_lost(backend: _Backend, plans: list[ActorPlan], collect: _Collector, reason: str | None) -> str | None:
+    """Write one ``actor_lost`` record per request a lost actor may have had in flight; say so."""
+    if not backend.lost:
+        return reason
+    counted = 0
+    for index, lost in sorted(backend.lost.items()):
+        batch = lost_records(plans[index], collect.delivered, lost)
+        collect(batch)
+        counted += len(batch)
+    lines = "; ".join(lost.describe() for lost in backend.lost.values())
+    line = (
+        f"{lines}: the run stopped, {counted} request(s) it may have had in flight are counted as "
+        f"actor_lost errors, every record delivered before is kept"
+    )
+    log.warning("%s", line)
+    return reason if reason == STOP_INTERRUPTED else line  # the user's own stop stays the reason
+
+
 @contextmanager
 def _interrupt_flag() -> Iterator[threading.Event]:
     """Ctrl-C sets a flag the poll loop checks instead of raising wherever the main thread is, so a
@@ -287,11 +351,12 @@ def _interrupt_flag() -> Iterator[threading.Event]:
 class _Collector:
     """Appends drained record dicts to the JSONL file (flushed per drain) and the in-memory list."""
 
-    def __init__(self, records: list[RequestRecord], sink: Any, bar: Any) -> None:
+    def __init__(self, records: list[RequestRecord], sink: Any, bar: Any, num_ids: int = 0) -> None:
         self.records = records
         self._sink = sink
         self._bar = bar
         self._errors = 0
+        self.delivered = bytearray(num_ids)  # request_id -> 1 once its record arrived
 
     def __call__(self, batch: list[dict[str, Any]]) -> None:
         if not batch:
@@ -299,6 +364,9 @@ class _Collector:
         self._sink.write(b"".join(orjson.dumps(d) + b"\n" for d in batch))
         self._sink.flush()
         new = [RequestRecord.from_dict(d) for d in batch]
+        for record in new:
+            if record.request_id < len(self.delivered):
+                self.delivered[record.request_id] = 1
         self.records.extend(new)
         self._errors += sum(r.status != STATUS_OK for r in new)
         self._bar.update(len(new))

@@ -123,12 +123,20 @@ def measure(
         should_stop=should_stop,
         progress=progress,
     )
+    if load.stop_reason and load.stop_reason != "interrupted":
+        log.warning("load stopped before the schedule ran out: %s", load.stop_reason)
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
-    (out_dir / SUMMARY_FILE).write_bytes(
-        orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
+    write_summary(out_dir / SUMMARY_FILE, summary, load.stop_reason)
     return Measurement(records_path, table, summary, load, verdict, load.partial)
+
+
+def write_summary(path: Path, summary: Any, stop_reason: str | None = None) -> None:
+    """summary.json: the summary's dict, plus why the load stopped early when it did."""
+    data = summary.to_dict()
+    if stop_reason:
+        data["stop_reason"] = stop_reason
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:
