@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from typing import Any
 
 import numpy as np
 
@@ -57,11 +58,35 @@ def _warm_kernels() -> None:
     summarize(small, ttft_deadline_s=1.0, tbt_deadline_s=0.05, target_miss_rate=0.1)
 
 
-def _use_reference() -> None:
-    from etalon.core import deadlines, metrics
+def reference_functions() -> dict[str, Any]:
+    """The numpy versions (etalon.core.deadlines) with the kernels' ``rows`` argument: the rows'
+    tokens are re-packed first, as the summary did before it passed row indices."""
+    from etalon.core import deadlines
 
-    for name in ("deadline_miss_counts", "min_tbt_deadlines", "miss_rate_quantile_curve", "pooled_gaps_s"):
-        setattr(metrics, name, getattr(deadlines, name))
+    def packed(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return (tokens, offsets) if rows is None else deadlines._select_ragged(tokens, offsets, rows)
+
+    def min_tbt_deadlines(tokens, offsets, sent, ttft, target, rows=None):  # type: ignore[no-untyped-def]
+        if rows is None:
+            return deadlines.min_tbt_deadlines(tokens, offsets, sent, ttft, target)
+        assert ttft is None, "the summary passes rows only in gaps mode"
+        return deadlines.min_tbt_deadlines(*packed(tokens, offsets, rows), sent[rows], None, target)
+
+    return {
+        "deadline_miss_counts": deadlines.deadline_miss_counts,
+        "min_tbt_deadlines": min_tbt_deadlines,
+        "miss_rate_quantile_curve": lambda tokens, offsets, targets, q=0.99, rows=None: (
+            deadlines.miss_rate_quantile_curve(*packed(tokens, offsets, rows), targets, q)
+        ),
+        "pooled_gaps_s": lambda tokens, offsets, rows=None: deadlines.pooled_gaps_s(*packed(tokens, offsets, rows)),
+    }
+
+
+def _use_reference() -> None:
+    from etalon.core import metrics
+
+    for name, fn in reference_functions().items():
+        setattr(metrics, name, fn)
 
 
 def main() -> None:

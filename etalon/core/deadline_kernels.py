@@ -242,15 +242,18 @@ def min_tbt_deadlines(
     sent_ns: np.ndarray,
     ttft_deadline_s: np.ndarray | float | None,
     target_miss_rate: float,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per request, the smallest TBT deadline (s) meeting the target; contract of
-    ``deadlines.min_tbt_deadlines`` (1e-9 when 1 ns suffices, inf when unattainable)."""
+    ``deadlines.min_tbt_deadlines`` (1e-9 when 1 ns suffices, inf when unattainable).
+    ``rows``: only these requests (indices, in order), as if the table held just them."""
     check_target_miss_rate(target_miss_rate)
     n = token_offsets.shape[0] - 1
     ttft_mode = ttft_deadline_s is not None
     base = sent_ns + _per_request(to_ns(ttft_deadline_s), n, np.int64) if ttft_mode else np.zeros(n, np.int64)
-    out = np.empty(n, dtype=np.float64)
-    rows = np.arange(n, dtype=np.int64)
+    rows = np.arange(n, dtype=np.int64) if rows is None else rows
+    base = base[rows]
+    out = np.empty(rows.shape[0], dtype=np.float64)
     _min_deadlines(_i64(token_ns), _i64(token_offsets), rows, _i64(base), ttft_mode, float(target_miss_rate), out)
     return out
 
@@ -281,9 +284,11 @@ def miss_rate_quantile_curve(
     token_offsets: np.ndarray,
     targets_s: Sequence[float] | np.ndarray,
     quantile: float = 0.99,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per target TBT (s), the ``quantile`` over requests with a gap of the gaps-only miss rate;
     NaN everywhere if none has a gap (contract of ``deadlines.miss_rate_quantile_curve``).
+    ``rows``: only these requests (indices), as if the table held just them.
 
     Rates are computed for every request at every ``_COARSE_STEP``-th target only; in between
     (where each rate lies between its two neighbours' values, the rate being monotone in the target)
@@ -291,7 +296,8 @@ def miss_rate_quantile_curve(
     """
     targets_ns = to_ns(targets_s).reshape(-1)
     curve = np.full(targets_ns.shape[0], np.nan)
-    rows = np.flatnonzero(np.diff(token_offsets) >= 2).astype(np.int64)
+    rows = np.arange(token_offsets.shape[0] - 1) if rows is None else rows
+    rows = rows[np.diff(token_offsets)[rows] >= 2].astype(np.int64)
     if rows.size == 0 or targets_ns.size == 0:
         return curve
     order = np.argsort(targets_ns, kind="stable")

@@ -185,20 +185,25 @@ def throughput_views(
 
 
 def throughput_views_ragged(
-    tpot_s: np.ndarray, token_ns: np.ndarray, token_offsets: np.ndarray, gaps_s: np.ndarray | None = None
+    tpot_s: np.ndarray, token_ns: np.ndarray, token_offsets: np.ndarray, gaps_s: np.ndarray | None = None,
+    rows: np.ndarray | None = None, tbt_p99_s: float | None = None,
 ) -> tuple[float, float, float]:
     """``throughput_views`` over the ragged layout (tokens/s); ``tpot_s`` of requests with >= 2 tokens.
 
-    ``gaps_s``: ``pooled_gaps_s(token_ns, token_offsets)`` if the caller already has it.
+    ``gaps_s``: ``pooled_gaps_s(token_ns, token_offsets)`` if the caller already has it, and
+    ``tbt_p99_s`` its 99th percentile; ``rows``: only these requests (indices) count.
     """
     tpot_view = _inverse(float(np.mean(tpot_s))) if tpot_s.size else math.nan
-    gaps_s = pooled_gaps_s(token_ns, token_offsets) if gaps_s is None else gaps_s
-    tbt_view = _inverse(float(np.percentile(gaps_s, 99))) if gaps_s.size else math.nan
-    has_gaps = np.diff(token_offsets) >= 2
+    rows = np.arange(token_offsets.shape[0] - 1) if rows is None else rows
+    if tbt_p99_s is None:
+        gaps_s = pooled_gaps_s(token_ns, token_offsets, rows) if gaps_s is None else gaps_s
+        tbt_p99_s = float(np.percentile(gaps_s, 99)) if gaps_s.size else math.nan
+    tbt_view = _inverse(tbt_p99_s)
+    with_gaps = rows[np.diff(token_offsets)[rows] >= 2]
     deadline_view = math.nan
-    if has_gaps.any():
+    if with_gaps.size:
         zeros = np.zeros(token_offsets.shape[0] - 1, dtype=np.int64)
-        deadlines = min_tbt_deadlines(token_ns, token_offsets, zeros, None, 0.1)[has_gaps]
+        deadlines = min_tbt_deadlines(token_ns, token_offsets, zeros, None, 0.1, rows=with_gaps)
         deadline_view = _inverse(float(np.percentile(deadlines, 99)))
     return tpot_view, tbt_view, deadline_view
 
