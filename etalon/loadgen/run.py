@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
-import orjson
 
 from etalon.clients.base import EndpointError, EndpointSpec
 from etalon.clients.openai import preflight as _client_preflight
@@ -21,6 +21,7 @@ from etalon.loadgen.actor_loss import LostActor, lost_records
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.driver import KEEPALIVE_S
 from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
+from etalon.records.files import RECORD_FORMATS, open_sink
 
 if TYPE_CHECKING:
     from etalon.core.workload import Schedule
@@ -52,10 +53,17 @@ class LoadSettings:
     start_delay_s: float = 1.0
     warm_connections: bool = True
     placement: str = "SPREAD"
+    records_format: str = "jsonl"
+    records_batch_rows: int = 8192
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"client.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.records_format not in RECORD_FORMATS or self.records_batch_rows < 1:
+            raise ValueError(
+                f"client.records_format must be one of {RECORD_FORMATS} and client.records_batch_rows "
+                f">= 1, got {self.records_format!r} and {self.records_batch_rows}"
+            )
         if self.placement not in PLACEMENTS:
             raise ValueError(f"client.placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.num_actors < 1 or self.max_inflight_per_actor < 1:
@@ -87,6 +95,8 @@ class LoadResult:
     actors: list[dict[str, Any]] = field(default_factory=list)
     wall_start_ns: int = 0
     duration_s: float = 0.0
+    records_path: Path | None = None  # where the records were written (JSONL file or Parquet dir)
+    records_in_memory: bool = True  # False: ``records`` is empty, read them from ``records_path``
 
 
 class _Backend(Protocol):
@@ -217,11 +227,14 @@ def run_load(
     *,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = True,
+    keep_records: bool = True,
 ) -> LoadResult:
     """Send ``schedule`` and collect one record per sent request.
 
     Records are appended to ``records_path`` (JSONL, one ``RequestRecord.to_dict()`` per line)
-    after every drain. Ctrl-C does not propagate: actors are stopped, what they have is written,
+    after every drain; with ``client.records_format=parquet`` they go to ``records.parquet`` next to
+    it in bounded part files instead, and ``keep_records=False`` (which ``should_stop`` overrides)
+    keeps none in memory, so a run of any length holds only one drain batch. Ctrl-C does not propagate: actors are stopped, what they have is written,
     and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
@@ -232,7 +245,8 @@ def run_load(
     backend_cls = _RayBackend if settings.backend == "ray" else _LocalBackend
     backend: _Backend = backend_cls(endpoint, settings, len(plans))
     try:
-        return _drive(backend, plans, settings, Path(records_path), should_stop, progress)
+        keep = keep_records or should_stop is not None
+        return _drive(backend, plans, settings, Path(records_path), should_stop, progress, keep)
     finally:
         backend.shutdown()
 
@@ -244,6 +258,7 @@ def _drive(
     records_path: Path,
     should_stop: Callable[[list[RequestRecord]], str | None] | None,
     progress: bool,
+    keep: bool = True,
 ) -> LoadResult:
     from tqdm import tqdm
 
@@ -255,13 +270,17 @@ def _drive(
     # On a terminal the bar redraws in place; in a log file (CI, nohup) a line every 10 s is enough.
     interactive = sys.stderr.isatty()
     bar_args = {"mininterval": 0.1 if interactive else 10.0, "ascii": not interactive}
+    sink = open_sink(records_path.parent, settings.records_format, settings.records_batch_rows)
+    if settings.records_format == "jsonl" and sink.path != records_path:
+        sink.close()
+        sink = type(sink)(records_path)  # JSONL keeps the caller's file name
     with (
-        open(records_path, "wb") as sink,
+        contextlib.closing(sink),
         tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
         _interrupt_flag() as interrupted,
     ):
         num_ids = 1 + max((r.request_id for p in plans for r in _plan_requests(p)), default=-1)
-        collect = _Collector(records, sink, bar, num_ids)
+        collect = _Collector(records, sink, bar, num_ids, keep)
         infos: list[dict[str, Any]] = []
         try:
             # Every actor is warm before the start is picked, so warm-up never delays a planned send.
@@ -282,6 +301,8 @@ def _drive(
         actors=infos,
         wall_start_ns=start_wall_ns,
         duration_s=max(0.0, (time.time_ns() - start_wall_ns) / 1e9),
+        records_path=sink.path,
+        records_in_memory=keep,
     )
 
 
@@ -349,10 +370,13 @@ def _interrupt_flag() -> Iterator[threading.Event]:
 
 
 class _Collector:
-    """Appends drained record dicts to the JSONL file (flushed per drain) and the in-memory list."""
+    """Writes drained record dicts to the records sink (JSONL or Parquet) and, if kept, the in-memory list."""
 
-    def __init__(self, records: list[RequestRecord], sink: Any, bar: Any, num_ids: int = 0) -> None:
+    def __init__(
+        self, records: list[RequestRecord], sink: Any, bar: Any, num_ids: int = 0, keep: bool = True
+    ) -> None:
         self.records = records
+        self._keep = keep
         self._sink = sink
         self._bar = bar
         self._errors = 0
@@ -361,13 +385,12 @@ class _Collector:
     def __call__(self, batch: list[dict[str, Any]]) -> None:
         if not batch:
             return
-        self._sink.write(b"".join(orjson.dumps(d) + b"\n" for d in batch))
-        self._sink.flush()
-        new = [RequestRecord.from_dict(d) for d in batch]
-        for record in new:
-            if record.request_id < len(self.delivered):
-                self.delivered[record.request_id] = 1
-        self.records.extend(new)
-        self._errors += sum(r.status != STATUS_OK for r in new)
-        self._bar.update(len(new))
+        self._sink.write(batch)
+        for d in batch:
+            if d["request_id"] < len(self.delivered):
+                self.delivered[d["request_id"]] = 1
+        if self._keep:
+            self.records.extend(RequestRecord.from_dict(d) for d in batch)
+        self._errors += sum(d["status"] != STATUS_OK for d in batch)
+        self._bar.update(len(batch))
         self._bar.set_postfix(errors=self._errors, refresh=False)
