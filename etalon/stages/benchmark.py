@@ -25,7 +25,7 @@ class Measurement:
     """One load run, measured: the records, their table, the run summary and the SLO verdict."""
 
     records_path: Path
-    table: RecordTable
+    table: RecordTable | None  # None: records_format=parquet, the records stay in the file
     summary: Any
     load: Any
     verdict: Any
@@ -53,6 +53,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
         out_dir=ctx.stage_dir,
         slo=slo,
         progress=ctx.cfg.client.progress,
+        bounded=True,
     )
     from etalon.report import format_summary, write_report
 
@@ -91,9 +92,11 @@ def measure(
     seed: int | None = None,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = False,
+    bounded: bool = False,
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
-    here come from the config's workload group."""
+    here come from the config's workload group. ``bounded`` with ``client.records_format=parquet``:
+    keep no record in memory and summarise from the file in chunks (``Measurement.table`` None)."""
     from etalon.core.prompts import build_prompts
     from etalon.core.workload import build_schedule
     from etalon.datasets.tokenizers import load_tokenizer
@@ -114,21 +117,29 @@ def measure(
     prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
+    settings = load_settings(cfg)
     load = run_load(
         schedule,
         prompts,
         ctx.endpoint,
-        load_settings(cfg),
+        settings,
         records_path,
         should_stop=should_stop,
         progress=progress,
+        keep_records=not (bounded and settings.records_format == "parquet"),
     )
     if load.stop_reason and load.stop_reason != "interrupted":
         log.warning("load stopped before the schedule ran out: %s", load.stop_reason)
-    table = RecordTable.from_records(load.records)
-    summary, verdict = summarize_table(table, slo, partial=load.partial)
+    if load.records_in_memory:
+        table: RecordTable | None = RecordTable.from_records(load.records)
+        summary, verdict = summarize_table(table, slo, partial=load.partial)
+    else:  # bounded memory: summarised from the Parquet file in chunks; no whole-run verdict
+        from etalon.records.chunked import summarize_file
+
+        table, verdict = None, None
+        summary = summarize_file(load.records_path, slo, batch_rows=settings.records_batch_rows, partial=load.partial)
     write_summary(out_dir / SUMMARY_FILE, summary, load.stop_reason)
-    return Measurement(records_path, table, summary, load, verdict, load.partial)
+    return Measurement(load.records_path or records_path, table, summary, load, verdict, load.partial)
 
 
 def write_summary(path: Path, summary: Any, stop_reason: str | None = None) -> None:
