@@ -19,6 +19,7 @@ from etalon.clients.openai import preflight as _client_preflight
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actor_loss import LostActor, lost_records
 from etalon.loadgen.actors import LoadActor
+from etalon.loadgen.headroom import headroom_warning
 from etalon.loadgen.driver import KEEPALIVE_S
 from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
 from etalon.records.files import RECORD_FORMATS, open_sink
@@ -55,6 +56,7 @@ class LoadSettings:
     placement: str = "SPREAD"
     records_format: str = "jsonl"
     records_batch_rows: int = 8192
+    actor_capacity_tokens_per_s: float = 100_000.0  # 0: no headroom warning
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -238,6 +240,9 @@ def run_load(
     and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
+    warning = headroom_warning(schedule, settings.num_actors, settings.actor_capacity_tokens_per_s)
+    if warning:
+        log.warning("%s", warning)
     plans = split_plans(
         schedule, build_requests(schedule, prompts), settings.num_actors,
         settings.max_inflight_per_actor,
