@@ -145,7 +145,9 @@ def iter_tables(path: Path, batch_rows: int = 8192) -> Iterator[RecordTable]:
 
     dataset = ds.dataset(path, format="parquet", exclude_invalid_files=True)
     columns = [c for c in _TABLE_COLUMNS if c in dataset.schema.names]
-    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+    # no read-ahead beyond one batch: memory stays at one chunk, whatever the file's size
+    batches = dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1)
+    for batch in batches:
         if batch.num_rows:
             yield _table_from_arrow(batch)
 
