@@ -22,7 +22,7 @@ from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.headroom import headroom_warning
 from etalon.loadgen.driver import KEEPALIVE_S
 from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
-from etalon.records.files import RECORD_FORMATS, open_sink
+from etalon.records.files import RECORD_FORMATS, JsonlSink, open_sink
 
 if TYPE_CHECKING:
     from etalon.core.workload import Schedule
@@ -236,8 +236,8 @@ def run_load(
     Records are appended to ``records_path`` (JSONL, one ``RequestRecord.to_dict()`` per line)
     after every drain; with ``client.records_format=parquet`` they go to ``records.parquet`` next to
     it in bounded part files instead, and ``keep_records=False`` (which ``should_stop`` overrides)
-    keeps none in memory, so a run of any length holds only one drain batch. Ctrl-C does not propagate: actors are stopped, what they have is written,
-    and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
+    keeps none in memory, so a run of any length holds only one drain batch. Ctrl-C does not
+    propagate: actors are stopped, what they have is written, and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
     warning = headroom_warning(schedule, settings.num_actors, settings.actor_capacity_tokens_per_s)
@@ -275,10 +275,10 @@ def _drive(
     # On a terminal the bar redraws in place; in a log file (CI, nohup) a line every 10 s is enough.
     interactive = sys.stderr.isatty()
     bar_args = {"mininterval": 0.1 if interactive else 10.0, "ascii": not interactive}
-    sink = open_sink(records_path.parent, settings.records_format, settings.records_batch_rows)
-    if settings.records_format == "jsonl" and sink.path != records_path:
-        sink.close()
-        sink = type(sink)(records_path)  # JSONL keeps the caller's file name
+    sink = (  # JSONL keeps the caller's file name; Parquet is records.parquet/ beside it
+        JsonlSink(records_path) if settings.records_format == "jsonl"
+        else open_sink(records_path.parent, settings.records_format, settings.records_batch_rows)
+    )
     with (
         contextlib.closing(sink),
         tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
