@@ -77,6 +77,8 @@ class OpenAIStreamingClient:
         return f"{type(self).__name__}(url={self._url!r}, model={self.spec.model!r})"
 
     def prompt_fields(self, request: PlannedRequest) -> dict[str, Any]:
+        if isinstance(request.prompt, list):
+            return {"messages": request.prompt}
         return {"messages": [{"role": "user", "content": request.prompt}]}
 
     @staticmethod
@@ -104,12 +106,28 @@ class OpenAIStreamingClient:
         self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
     ) -> RequestRecord:
         """Send one streaming request; every failure (and cancellation) becomes an error record."""
+        record, _ = await self._exchange(session, request, epoch_ns)
+        return record
+
+    async def exchange(
+        self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
+    ) -> tuple[RequestRecord, str]:
+        """``send``, also returning the text the server streamed (a conversation's next history)."""
+        record, state = await self._exchange(session, request, epoch_ns)
+        return record, "".join(state.texts)
+
+    async def _exchange(
+        self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
+    ) -> tuple[RequestRecord, _StreamState]:
         record = RequestRecord(
             request_id=request.request_id,
             scheduled_ns=request.scheduled_ns,
             prompt_tokens=request.prompt_tokens,
             requested_output_tokens=request.max_tokens,
             warmup=request.warmup,
+            session_id=request.session_id,
+            turn=request.turn,
+            load_stage=request.load_stage,
         )
         state = _StreamState()
         headers = {**self._headers, "X-Request-Id": str(request.request_id)}
@@ -131,7 +149,7 @@ class OpenAIStreamingClient:
             state.fail(*_classify(exc, started=record.http_status is not None))
         record.end_ns = time.monotonic_ns() - epoch_ns
         self._finish(record, state)
-        return record
+        return record, state
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, epoch_ns: int, state: _StreamState
@@ -187,6 +205,8 @@ class OpenAIStreamingClient:
             state.fail("stream_broken", "stream ended without data: [DONE]")
 
     def _finish(self, record: RequestRecord, state: _StreamState) -> None:
+        if state.usage is not None:
+            record.server_prompt_tokens, record.cached_tokens = prompt_usage(state.usage)
         usage_tokens = (state.usage or {}).get("completion_tokens")
         if isinstance(usage_tokens, int) and usage_tokens >= 0:
             n_tokens, record.output_tokens_source = usage_tokens, "usage"
@@ -216,11 +236,27 @@ class OpenAICompletionsClient(OpenAIStreamingClient):
     path = "/completions"
 
     def prompt_fields(self, request: PlannedRequest) -> dict[str, Any]:
+        if isinstance(request.prompt, list):
+            return {"prompt": "".join(m.get("content") or "" for m in request.prompt)}
         return {"prompt": request.prompt}
 
     @staticmethod
     def chunk_text(choice: dict[str, Any]) -> str | None:
         return choice.get("text")
+
+
+def prompt_usage(usage: Any) -> tuple[int | None, int | None]:
+    """``(usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens)``; None where absent or
+    not a non-negative integer (a server's usage block is untrusted input)."""
+    if not isinstance(usage, dict):
+        return None, None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return _count_or_none(usage.get("prompt_tokens")), _count_or_none(cached)
+
+
+def _count_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> list[int]:

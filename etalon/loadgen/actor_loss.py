@@ -34,14 +34,15 @@ class LostActor:
 def due_unrecorded(plan: ActorPlan, delivered: bytearray, lost_at_ns: int) -> list[Any]:
     """The plan's requests that were due by ``lost_at_ns`` and never delivered.
 
-    Open loop: every undelivered request planned at or before the loss. Closed loop: each user has
-    at most one request in flight, the first undelivered one of that user.
+    Open loop: every undelivered request planned at or before the loss. A chain of requests sent
+    one after another (a closed-loop user, a session's turns, a user's sessions back to back) has at
+    most one in flight: its first undelivered one (for an open-loop session, once it has started).
     """
-    if plan.open_loop:
-        return [r for r in plan.requests if not delivered[r.request_id] and r.scheduled_ns <= lost_at_ns]
-    due = []
-    for user in plan.users:
-        pending = [r for r in user if not delivered[r.request_id]]
+    due = [r for r in plan.requests if not delivered[r.request_id] and r.scheduled_ns <= lost_at_ns]
+    started = [s for s in plan.sessions if s and s[0].scheduled_ns <= lost_at_ns]
+    chains = [*plan.users, *started, *([r for s in user for r in s] for user in plan.session_users)]
+    for chain in chains:
+        pending = [r for r in chain if not delivered[r.request_id]]
         if pending:
             due.append(pending[0])
     return due

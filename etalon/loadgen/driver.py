@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from etalon.clients.base import PlannedRequest
-from etalon.core.records import STATUS_ERROR, RequestRecord
+from etalon.core.records import STATUS_ERROR, STATUS_OK, RequestRecord
+from etalon.core.sessions import turn_fits
 
 if TYPE_CHECKING:
     from etalon.clients.base import Client
@@ -65,6 +66,9 @@ def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> 
         error_type="cancelled",
         error_message="request cancelled when the run was stopped",
         warmup=request.warmup,
+        session_id=request.session_id,
+        turn=request.turn,
+        load_stage=request.load_stage,
     )
 
 
@@ -72,7 +76,7 @@ def _ready_at(request: PlannedRequest, scheduled_ns: int) -> PlannedRequest:
     """``request`` re-planned at ``scheduled_ns`` (positional: dataclasses.replace costs ~5 us)."""
     return PlannedRequest(
         request.request_id, request.prompt, request.prompt_tokens, request.max_tokens,
-        scheduled_ns, request.warmup,
+        scheduled_ns, request.warmup, request.session_id, request.turn, request.load_stage,
     )
 
 
@@ -97,21 +101,33 @@ class ActorLoad:
         self._duration_ns = None if plan.duration_s is None else int(plan.duration_s * 1e9)
         self._sem = asyncio.Semaphore(plan.max_inflight)
         self._session = session
+        self._session_tasks: set[asyncio.Task[int | None]] = set()
+        self._session_failures: list[BaseException] = []
 
     async def run(self) -> None:
-        if self.plan.open_loop:
+        plan = self.plan
+        if plan.sessions:
+            self._loops = [asyncio.create_task(self._open_sessions())]
+        elif plan.session_users:
+            self._loops = [asyncio.create_task(self._session_user(u)) for u in plan.session_users]
+        elif plan.open_loop:
             self._loops = [asyncio.create_task(self._open_loop())]
         else:
-            self._loops = [asyncio.create_task(self._user(u)) for u in self.plan.users]
-        await asyncio.gather(*self._loops, return_exceptions=True)
+            self._loops = [asyncio.create_task(self._user(u)) for u in plan.users]
+        results = await asyncio.gather(*self._loops, return_exceptions=True)
+        while pending := [t for t in self._session_tasks if not t.done()]:
+            await asyncio.wait(pending)
         await self._wait_inflight()
+        failures = [r for r in results if isinstance(r, Exception)] + self._session_failures
+        if failures and not self.stopping:
+            raise failures[0]  # a driver bug must fail the actor, not end the run quietly
         if self.stopping:
             self._record_unstarted()
 
     def stop(self) -> None:
         """Stop dispatching and cancel in-flight requests (they become ``cancelled`` records)."""
         self.stopping = True
-        for task in self._loops:
+        for task in [*self._loops, *self._session_tasks]:
             task.cancel()
         for send in self._inflight:
             send.cancel()
@@ -147,6 +163,67 @@ class ActorLoad:
             # flag is re-checked at the top of the loop.
             record = await self._send(_ready_at(request, ready_ns - self.epoch_ns))
             ready_ns = self.epoch_ns + record.end_ns + think_ns
+
+    async def _open_sessions(self) -> None:
+        """Start each session at its planned time; its turns then run inside its own task."""
+        for turns in self.plan.sessions:
+            start_ns = turns[0].scheduled_ns
+            if self.stopping or self._past_duration(start_ns):
+                break
+            await sleep_until(self.epoch_ns + start_ns)
+            task = asyncio.create_task(self._run_session(turns, self.epoch_ns + start_ns))
+            self._session_tasks.add(task)
+            task.add_done_callback(self._session_ended)
+
+    def _session_ended(self, task: asyncio.Task[int | None]) -> None:
+        self._session_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._session_failures.append(task.exception())  # type: ignore[arg-type]
+
+    async def _session_user(self, sessions: list[list[PlannedRequest]]) -> None:
+        """Closed loop: one user's sessions back to back, ``think_time_s`` apart."""
+        ready_ns = self.epoch_ns
+        for turns in sessions:
+            end_ns = await self._run_session(turns, ready_ns)
+            if end_ns is None:
+                return
+            ready_ns = end_ns + int(self.plan.think_time_s * 1e9)
+
+    async def _run_session(self, turns: list[PlannedRequest], ready_ns: int) -> int | None:
+        """Send a session's turns in order, each resending the history with the server's answers.
+
+        A failed turn ends the session; a turn that would not fit the context is not sent.
+        Returns when the session ended (absolute monotonic ns), None when the run is over.
+        """
+        exchange = self.client.exchange  # type: ignore[attr-defined]
+        think_ns = int(self.plan.session_think_time_s * 1e9)
+        limit = self.plan.max_context_tokens
+        history: list[dict[str, str]] = []
+        history_tokens = 0
+        for turn in turns:
+            if self.stopping or self._past_duration(ready_ns - self.epoch_ns):
+                return None
+            if not turn_fits(history_tokens, turn.prompt_tokens, turn.max_tokens, limit):
+                break  # ended by the context limit: counted from the records, never sent
+            await sleep_until(ready_ns)
+            await self._sem.acquire()
+            messages = [*history, {"role": "user", "content": turn.prompt}]  # type: ignore[dict-item]
+            request = PlannedRequest(
+                turn.request_id, messages, history_tokens + turn.prompt_tokens, turn.max_tokens,
+                ready_ns - self.epoch_ns, turn.warmup, turn.session_id, turn.turn, turn.load_stage)
+            try:
+                record, text = await exchange(self._session, request, self.epoch_ns)
+            finally:
+                self._sem.release()
+            record.actor = self.plan.actor_index
+            self.sink.append(record)
+            ready_ns = self.epoch_ns + record.end_ns
+            if record.status != STATUS_OK:
+                break
+            history = [*messages, {"role": "assistant", "content": text}]
+            history_tokens = request.prompt_tokens + record.output_tokens
+            ready_ns += think_ns
+        return ready_ns
 
     def _spawn(self, request: PlannedRequest) -> asyncio.Task[RequestRecord]:
         task = asyncio.create_task(self._send(request))

@@ -21,7 +21,7 @@ from etalon.loadgen.actor_loss import LostActor, lost_records
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.headroom import headroom_warning
 from etalon.loadgen.driver import KEEPALIVE_S
-from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
+from etalon.loadgen.plan import ActorPlan, build_requests, gc_paused, split_plans, split_session_plans
 from etalon.records.files import RECORD_FORMATS, JsonlSink, open_sink
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ def preflight(endpoint: EndpointSpec) -> list[str]:
 
 def run_load(
     schedule: Schedule,
-    prompts: list[str],
+    prompts: list[Any],
     endpoint: EndpointSpec,
     settings: LoadSettings,
     records_path: Path,
@@ -230,6 +230,7 @@ def run_load(
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = True,
     keep_records: bool = True,
+    max_context_tokens: int | None = None,
 ) -> LoadResult:
     """Send ``schedule`` and collect one record per sent request.
 
@@ -243,10 +244,14 @@ def run_load(
     warning = headroom_warning(schedule, settings.num_actors, settings.actor_capacity_tokens_per_s)
     if warning:
         log.warning("%s", warning)
-    plans = split_plans(
-        schedule, build_requests(schedule, prompts), settings.num_actors,
-        settings.max_inflight_per_actor,
-    )
+    with gc_paused():
+        requests = build_requests(schedule, prompts)
+        if schedule.session_id is not None:
+            _check_session_client(endpoint)
+            plans = split_session_plans(schedule, requests, settings.num_actors,
+                                        settings.max_inflight_per_actor, max_context_tokens)
+        else:
+            plans = split_plans(schedule, requests, settings.num_actors, settings.max_inflight_per_actor)
     backend_cls = _RayBackend if settings.backend == "ray" else _LocalBackend
     backend: _Backend = backend_cls(endpoint, settings, len(plans))
     try:
@@ -254,6 +259,17 @@ def run_load(
         return _drive(backend, plans, settings, Path(records_path), should_stop, progress, keep)
     finally:
         backend.shutdown()
+
+
+def _check_session_client(endpoint: EndpointSpec) -> None:
+    """Sessions resend the server's answers, so the client must return them (``exchange``)."""
+    import importlib
+
+    module_name, _, class_name = endpoint.client_target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if cls is None or not hasattr(cls, "exchange"):
+        raise ValueError(f"workload.sessions needs a client that returns the answer text "
+                         f"(an exchange() method); {endpoint.client_target} has none")
 
 
 def _drive(
@@ -312,7 +328,8 @@ def _drive(
 
 
 def _plan_requests(plan: ActorPlan) -> list[Any]:
-    return plan.requests + [r for user in plan.users for r in user]
+    sessions = [r for s in plan.sessions for r in s] + [r for u in plan.session_users for s in u for r in s]
+    return plan.requests + [r for user in plan.users for r in user] + sessions
 
 
 def _poll_until_done(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ class Measurement:
     load: Any
     verdict: Any
     partial: bool
+    traffic: dict[str, Any] = field(default_factory=dict)
 
     @property
     def interrupted(self) -> bool:
@@ -57,11 +58,21 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     )
     from etalon.report import format_summary, write_report
 
+    from etalon.report.traffic_plots import write_traffic_plots
+
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
+    artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
     if ctx.cfg.print_summary:
         print(format_summary(m.summary), flush=True)
+        from etalon.stages.traffic import format_traffic
+
+        if m.traffic:
+            print(format_traffic(m.traffic), flush=True)
     scalars = dict(m.summary.scalars())
+    from etalon.stages.traffic import traffic_scalars
+
+    scalars.update(traffic_scalars(m.traffic))
     if m.verdict is not None:
         scalars["slo_passed"] = float(m.verdict.passed)
     return StageResult(
@@ -97,24 +108,24 @@ def measure(
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
     here come from the config's workload group. ``bounded`` with ``client.records_format=parquet``:
     keep no record in memory and summarise from the file in chunks (``Measurement.table`` None)."""
-    from etalon.core.prompts import build_prompts
-    from etalon.core.workload import build_schedule
-    from etalon.datasets.tokenizers import load_tokenizer
     from etalon.loadgen import run_load
+
+    from etalon.stages.traffic import build_workload, traffic_report
 
     cfg = ctx.cfg
     w = cfg.workload
     seed = w.seed if seed is None else seed
-    schedule = build_schedule(
+    limit = max_total_tokens(cfg)
+    schedule, prompts = build_workload(
+        cfg,
         arrival,
         lengths,
         num_requests=w.num_requests if num_requests is None and duration_s is None else num_requests,
         duration_s=w.duration_s if num_requests is None and duration_s is None else duration_s,
         warmup_requests=w.warmup_requests if warmup_requests is None else warmup_requests,
-        max_total_tokens=max_total_tokens(cfg),
+        max_total_tokens=limit,
         seed=seed,
     )
-    prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     settings = load_settings(cfg)
@@ -127,26 +138,31 @@ def measure(
         should_stop=should_stop,
         progress=progress,
         keep_records=not (bounded and settings.records_format == "parquet"),
+        max_context_tokens=limit,
     )
     if load.stop_reason and load.stop_reason != "interrupted":
         log.warning("load stopped before the schedule ran out: %s", load.stop_reason)
+    traffic: dict[str, Any] = {}  # the traffic report needs the records in memory
     if load.records_in_memory:
         table: RecordTable | None = RecordTable.from_records(load.records)
         summary, verdict = summarize_table(table, slo, partial=load.partial)
+        traffic = traffic_report(schedule, load.records, limit, arrival)
     else:  # bounded memory: summarised from the Parquet file in chunks; no whole-run verdict
         from etalon.records.chunked import summarize_file
 
         table, verdict = None, None
         summary = summarize_file(load.records_path, slo, batch_rows=settings.records_batch_rows, partial=load.partial)
-    write_summary(out_dir / SUMMARY_FILE, summary, load.stop_reason)
-    return Measurement(load.records_path or records_path, table, summary, load, verdict, load.partial)
+    write_summary(out_dir / SUMMARY_FILE, summary, load.stop_reason, traffic)
+    return Measurement(load.records_path or records_path, table, summary, load, verdict, load.partial, traffic)
 
 
-def write_summary(path: Path, summary: Any, stop_reason: str | None = None) -> None:
-    """summary.json: the summary's dict, plus why the load stopped early when it did."""
+def write_summary(path: Path, summary: Any, stop_reason: str | None = None, traffic: Any = None) -> None:
+    """summary.json: the summary's dict, plus why the load stopped early and the traffic report."""
     data = summary.to_dict()
     if stop_reason:
         data["stop_reason"] = stop_reason
+    if traffic:
+        data["traffic"] = traffic
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
 
 

@@ -13,6 +13,7 @@ from etalon.runner.server import EmbeddedSimServer
 from etalon.sim.config import load_sim_config
 from tests.integration.conftest_sim import metrics, percentile, sim_config, stream_request
 
+# The engine tests below resend one prompt and measure the uncached cost model: caching off.
 ENGINE_LATENCY = {"step_overhead_s": 0.005, "per_prefill_token_s": 1e-4, "per_decode_seq_s": 1e-3,
                   "per_context_token_s": 1e-6}
 
@@ -59,7 +60,7 @@ def test_independent_hits_ttft_and_tbt_at_256_streams() -> None:
 
 def test_engine_ttft_and_tbt_match_model_below_capacity() -> None:
     config = sim_config(scheduler="chunked", max_num_seqs=8, max_num_batched_tokens=512,
-                        latency=ENGINE_LATENCY)
+                        latency=ENGINE_LATENCY, prefix_caching=False)
     with EmbeddedSimServer(config) as server:
         async def go() -> list:
             async with aiohttp.ClientSession() as session:
@@ -96,7 +97,7 @@ def test_tiny_engine_rate_sweep_shows_the_knee() -> None:
 
 def _mixed_load_tbt_p99(scheduler: str) -> float:
     config = sim_config(scheduler=scheduler, max_num_seqs=16, max_num_batched_tokens=256,
-                        latency={"step_overhead_s": 0.004, "per_prefill_token_s": 5e-5,
+                        prefix_caching=False, latency={"step_overhead_s": 0.004, "per_prefill_token_s": 5e-5,
                                  "per_decode_seq_s": 2e-4, "per_context_token_s": 0.0})
     with EmbeddedSimServer(config) as server:
         async def go() -> list:
@@ -124,7 +125,7 @@ def test_chunked_prefill_lowers_tbt_p99_against_prefill_first() -> None:
 
 def test_kv_pressure_preempts_and_loses_no_tokens() -> None:
     config = sim_config(scheduler="prefill_first", max_num_seqs=16, max_num_batched_tokens=2048,
-                        kv_cache_tokens=1024, block_size_tokens=16,
+                        kv_cache_tokens=1024, block_size_tokens=16, prefix_caching=False,
                         latency={"step_overhead_s": 0.0005})
     with EmbeddedSimServer(config) as server:
         async def go() -> tuple[list, dict]:
