@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = summarize_file(records, slo, batch_rows=args.batch_rows)
     out = args.out or records.parent / "resummary"
     out.mkdir(parents=True, exist_ok=True)
-    write_summary(out / SUMMARY_FILE, summary)
+    write_summary(out / SUMMARY_FILE, summary.to_dict())
     write_report(out, None, summary)
     print(format_summary(summary))
     print(f"SLO {type(slo).__name__}; written to {out}")

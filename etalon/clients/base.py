@@ -69,6 +69,12 @@ class EndpointSpec:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
+    def secret_values(self) -> list[str]:
+        """What must never appear in a record or message: the API key and secret-named headers."""
+        from etalon.core.redaction import header_secrets, secret_values
+
+        return secret_values([self.api_key, *header_secrets(self.headers)])
+
 
 class Client(Protocol):
     """Sends one request and returns what happened as a record; never raises on a failed request."""
@@ -86,6 +92,10 @@ class EndpointError(Exception):
 
 class EndpointUnreachableError(EndpointError):
     """Connection refused, DNS failure or timeout while reaching the endpoint."""
+
+
+class EndpointProtocolError(EndpointError):
+    """The endpoint answered, but not as an OpenAI-compatible server (e.g. an HTML page)."""
 
 
 class EndpointStatusError(EndpointError):

@@ -51,6 +51,7 @@ class Schedule:
     session_think_time_s: float = 0.0
     load_stage: np.ndarray | None = None
     stage_names: tuple[str, ...] = ()
+    clipped_requests: int = 0  # requests shortened to fit max_total_tokens
 
     def __post_init__(self) -> None:
         n = self.prompt_tokens.shape[0]
@@ -147,7 +148,9 @@ def build_schedule(arrival: Arrivals, lengths: LengthSampler, *, num_requests: i
         extra = {"session_id": session_id, "turn": turn, "session_think_time_s": float(sessions.think_time_s)}
     prompt, output = lengths.sample(count, np.random.default_rng(lengths_seed))
     prompt, output = np.asarray(prompt, dtype=np.int64), np.asarray(output, dtype=np.int64)
+    clipped = 0
     if max_total_tokens is not None:
+        clipped = int(((prompt + output) > int(max_total_tokens)).sum())
         prompt, output = clip_lengths(prompt, output, int(max_total_tokens))
     return Schedule(
         offsets_ns=offsets_ns,
@@ -159,5 +162,6 @@ def build_schedule(arrival: Arrivals, lengths: LengthSampler, *, num_requests: i
         duration_s=None if duration_s is None else float(duration_s),
         load_stage=load_stage,
         stage_names=tuple(arrival.stage_names()) if load_stage is not None else (),  # type: ignore[union-attr]
+        clipped_requests=clipped,
         **extra,  # type: ignore[arg-type]
     )

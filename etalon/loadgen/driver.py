@@ -11,6 +11,7 @@ import aiohttp
 
 from etalon.clients.base import PlannedRequest
 from etalon.core.records import STATUS_ERROR, STATUS_OK, RequestRecord
+from etalon.core.redaction import redact_text
 from etalon.core.sessions import turn_fits
 
 if TYPE_CHECKING:
@@ -24,11 +25,20 @@ KEEPALIVE_S = 60.0
 
 
 class RecordBuffer:
-    """Finished records, appended by the loop thread and drained by another thread."""
+    """Finished records, appended by the loop thread and drained by another thread.
+
+    It also knows which requests were sent but are not drained yet (``unreported``): if the
+    process dies, exactly those are lost, and the caller counts them.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: list[RequestRecord] = []
+        self._unreported: set[int] = set()
+
+    def started(self, request_id: int) -> None:
+        with self._lock:
+            self._unreported.add(request_id)
 
     def append(self, record: RequestRecord) -> None:
         with self._lock:
@@ -37,7 +47,13 @@ class RecordBuffer:
     def drain(self) -> list[RequestRecord]:
         with self._lock:
             items, self._items = self._items, []
+            for record in items:
+                self._unreported.discard(record.request_id)
         return items
+
+    def unreported(self) -> list[int]:
+        with self._lock:
+            return sorted(self._unreported)
 
 
 async def sleep_until(deadline_ns: int) -> None:
@@ -53,6 +69,15 @@ async def sleep_until(deadline_ns: int) -> None:
 
 def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> RequestRecord:
     """Record of a request whose task was cancelled before the client even ran."""
+    return failed_record(
+        request, actor_index, now_ns, "cancelled", "request cancelled when the run was stopped"
+    )
+
+
+def failed_record(
+    request: PlannedRequest, actor_index: int, now_ns: int, error_type: str, message: str
+) -> RequestRecord:
+    """Error record of a request the client produced no record for."""
     return RequestRecord(
         request_id=request.request_id,
         actor=actor_index,
@@ -63,8 +88,8 @@ def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> 
         requested_output_tokens=request.max_tokens,
         output_tokens=0,
         status=STATUS_ERROR,
-        error_type="cancelled",
-        error_message="request cancelled when the run was stopped",
+        error_type=error_type,
+        error_message=message,
         warmup=request.warmup,
         session_id=request.session_id,
         turn=request.turn,
@@ -211,8 +236,11 @@ class ActorLoad:
             request = PlannedRequest(
                 turn.request_id, messages, history_tokens + turn.prompt_tokens, turn.max_tokens,
                 ready_ns - self.epoch_ns, turn.warmup, turn.session_id, turn.turn, turn.load_stage)
+            self.sink.started(request.request_id)
             try:
                 record, text = await exchange(self._session, request, self.epoch_ns)
+            except Exception as exc:  # noqa: BLE001 - a client that raises still owes a record
+                record, text = self._raised(request, exc), ""
             finally:
                 self._sem.release()
             record.actor = self.plan.actor_index
@@ -236,13 +264,22 @@ class ActorLoad:
             del self._inflight[task]  # cancelled-before-start tasks stay for _record_unstarted
 
     async def _send(self, request: PlannedRequest) -> RequestRecord:
+        self.sink.started(request.request_id)
         try:
             record = await self.client.send(self._session, request, self.epoch_ns)
+        except Exception as exc:  # noqa: BLE001 - a client that raises still owes a record
+            record = self._raised(request, exc)
         finally:
             self._sem.release()
         record.actor = self.plan.actor_index
         self.sink.append(record)
         return record
+
+    def _raised(self, request: PlannedRequest, exc: Exception) -> RequestRecord:
+        """The ``client_error`` record of a request whose client raised instead of recording."""
+        message = f"the client raised {type(exc).__name__}: {str(exc)[:300]}"
+        return failed_record(request, self.plan.actor_index, time.monotonic_ns() - self.epoch_ns,
+                             "client_error", redact_text(message, self.client.spec.secret_values()))
 
     def _record_unstarted(self) -> None:
         now_ns = time.monotonic_ns() - self.epoch_ns

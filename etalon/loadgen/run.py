@@ -13,16 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
+import orjson
+
 
 from etalon.clients.base import EndpointError, EndpointSpec
 from etalon.clients.openai import preflight as _client_preflight
 from etalon.core.records import STATUS_OK, RequestRecord
-from etalon.loadgen.actor_loss import LostActor, lost_records
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.headroom import headroom_warning
 from etalon.loadgen.driver import KEEPALIVE_S
+from etalon.loadgen.interrupts import interrupt_flag
+from etalon.loadgen.loss import ActorLossBook
 from etalon.loadgen.plan import ActorPlan, build_requests, gc_paused, split_plans, split_session_plans
-from etalon.records.files import RECORD_FORMATS, JsonlSink, open_sink
+from etalon.records.files import PARQUET_NAME, RECORD_FORMATS, ParquetSink
+from etalon.loadgen.sink import RecordsFile
 
 if TYPE_CHECKING:
     from etalon.core.workload import Schedule
@@ -102,8 +106,6 @@ class LoadResult:
 
 
 class _Backend(Protocol):
-    lost: dict[int, LostActor]
-
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]: ...
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]: ...
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
@@ -116,7 +118,6 @@ class _LocalBackend:
 
     def __init__(self, endpoint: EndpointSpec, settings: LoadSettings, count: int) -> None:
         self._actors = [LoadActor(i, endpoint, settings.use_uvloop) for i in range(count)]
-        self.lost: dict[int, LostActor] = {}  # threads of this process are never lost alone
 
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]:
         from concurrent.futures import ThreadPoolExecutor
@@ -150,7 +151,8 @@ class _RayBackend:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
+            with _keep_sigterm_handler():
+                ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
         self._ray = ray
         remote = ray.remote(LoadActor).options(
             num_cpus=settings.actor_num_cpus, scheduling_strategy=settings.placement, max_restarts=0
@@ -159,10 +161,11 @@ class _RayBackend:
         self._actors: list[Any] = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
         infos = ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
         self._node_ids: list[str | None] = [info.get("node_id") for info in infos]
-        self.lost: dict[int, LostActor] = {}
-        self.start_wall_ns: int | None = None
+        self.losses = ActorLossBook()
+        self._dead: set[int] = set()
 
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]:
+        self.losses.plan(plans)
         refs = [a.prepare.remote(p, warm) for a, p in zip(self._actors, plans)]
         infos, errors = [], []
         for ref in refs:  # fetch every result: an unfetched failure is logged by Ray as unhandled
@@ -177,35 +180,42 @@ class _RayBackend:
         return infos
 
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
-        self.start_wall_ns = start_wall_ns
+        self.losses.start_wall_ns = start_wall_ns
         return self._ray.get([a.start.remote(start_wall_ns) for a in self._actors])
 
-    def _call_all(self, method: str) -> list[Any]:
-        """``method`` on every actor not yet lost; one that fails to answer becomes lost (None)."""
-        refs = {i: getattr(a, method).remote() for i, a in enumerate(self._actors) if i not in self.lost}
-        out: list[Any] = [None] * len(self._actors)
-        for i, ref in refs.items():
-            try:
-                out[i] = self._ray.get(ref)
-            except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError) as exc:
-                self._mark_lost(i, exc)
-        return out
-
-    def _mark_lost(self, index: int, exc: BaseException) -> None:
-        start = self.start_wall_ns if self.start_wall_ns is not None else time.time_ns()
-        cause = type(exc).__name__
-        self.lost[index] = LostActor(index, self._node_ids[index], max(time.time_ns() - start, 0), cause)
-        log.warning("%s", self.lost[index].describe())
-
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        statuses = self._call_all("status")
-        batches = self._call_all("drain")
-        for i, lost in self.lost.items():
-            statuses[i] = {"done": True, "error": lost.describe()}
-        return [r for batch in batches if batch for r in batch], statuses
+        """Status, then drain, of every live actor; a dead one (its process or its node gone) has
+        its undrained requests become ``actor_lost`` records and counts as done, so the others
+        finish the run."""
+        lost_errors = (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError)
+        live = [i for i in range(len(self._actors)) if i not in self._dead]
+        status_refs = {i: self._actors[i].status.remote() for i in live}
+        drain_refs = {i: self._actors[i].drain.remote() for i in live}
+        records: list[dict[str, Any]] = []
+        statuses = [{"done": True, "error": None} for _ in self._actors]
+        for i in live:
+            try:
+                statuses[i] = self._ray.get(status_refs[i])
+                batch = self._ray.get(drain_refs[i])
+            except lost_errors as exc:
+                self._dead.add(i)
+                node = self._node_ids[i]
+                lost = self.losses.lost(i, f"{type(exc).__name__}" + (f" on node {node[:12]}" if node else ""))
+                for record in lost:
+                    record["node_id"] = node
+                records += lost
+                continue
+            self.losses.seen(i, statuses[i], batch)
+            records += batch
+        return records, statuses
 
     def stop(self) -> None:
-        self._call_all("stop")
+        for i in range(len(self._actors)):
+            if i not in self._dead:
+                try:
+                    self._ray.get(self._actors[i].stop.remote())
+                except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError):
+                    pass  # died meanwhile: the next poll counts what it lost
 
     def shutdown(self) -> None:
         for actor in self._actors:
@@ -213,6 +223,29 @@ class _RayBackend:
                 self._ray.kill(actor)
             except Exception:  # noqa: BLE001 - an actor already gone needs no kill
                 pass
+
+
+def _deaths(backend: _Backend) -> list[str]:
+    """One line per load actor that died mid-run (told once, here, as a warning)."""
+    losses = getattr(backend, "losses", None)
+    deaths = list(losses.deaths) if losses is not None else []
+    for line in deaths:
+        log.warning("%s", line)
+    return deaths
+
+
+@contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """ray.init replaces the SIGTERM handler with sys.exit; etalon's (stop like Ctrl-C) stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def preflight(endpoint: EndpointSpec) -> list[str]:
@@ -237,8 +270,9 @@ def run_load(
     Records are appended to ``records_path`` (JSONL, one ``RequestRecord.to_dict()`` per line)
     after every drain; with ``client.records_format=parquet`` they go to ``records.parquet`` next to
     it in bounded part files instead, and ``keep_records=False`` (which ``should_stop`` overrides)
-    keeps none in memory, so a run of any length holds only one drain batch. Ctrl-C does not
-    propagate: actors are stopped, what they have is written, and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
+    keeps none in memory, so a run of any length holds only one drain batch. Ctrl-C (and SIGTERM,
+    SIGHUP) does not propagate: actors are stopped, what they have is written,
+    and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
     warning = headroom_warning(schedule, settings.num_actors, settings.actor_capacity_tokens_per_s)
@@ -291,17 +325,16 @@ def _drive(
     # On a terminal the bar redraws in place; in a log file (CI, nohup) a line every 10 s is enough.
     interactive = sys.stderr.isatty()
     bar_args = {"mininterval": 0.1 if interactive else 10.0, "ascii": not interactive}
-    sink = (  # JSONL keeps the caller's file name; Parquet is records.parquet/ beside it
-        JsonlSink(records_path) if settings.records_format == "jsonl"
-        else open_sink(records_path.parent, settings.records_format, settings.records_batch_rows)
+    sink: Any = (  # JSONL keeps the caller's file name; Parquet is records.parquet/ beside it
+        RecordsFile(records_path) if settings.records_format == "jsonl"
+        else ParquetSink(records_path.parent / PARQUET_NAME, settings.records_batch_rows)
     )
     with (
-        contextlib.closing(sink),
+        sink if isinstance(sink, RecordsFile) else contextlib.closing(sink),
         tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
-        _interrupt_flag() as interrupted,
+        interrupt_flag() as interrupted,
     ):
-        num_ids = 1 + max((r.request_id for p in plans for r in _plan_requests(p)), default=-1)
-        collect = _Collector(records, sink, bar, num_ids, keep)
+        collect = _Collector(records, sink, bar, keep)
         infos: list[dict[str, Any]] = []
         try:
             # Every actor is warm before the start is picked, so warm-up never delays a planned send.
@@ -314,22 +347,17 @@ def _drive(
         if stop_reason is not None:
             backend.stop()
             collect(backend.poll()[0])
-        stop_reason = _count_lost(backend, plans, collect, stop_reason)
+    deaths = _deaths(backend)
     return LoadResult(
         records=records,
-        partial=stop_reason is not None,
-        stop_reason=stop_reason,
+        partial=stop_reason is not None or bool(deaths),
+        stop_reason=stop_reason or ("; ".join(deaths) if deaths else None),
         actors=infos,
         wall_start_ns=start_wall_ns,
         duration_s=max(0.0, (time.time_ns() - start_wall_ns) / 1e9),
         records_path=sink.path,
         records_in_memory=keep,
     )
-
-
-def _plan_requests(plan: ActorPlan) -> list[Any]:
-    sessions = [r for s in plan.sessions for r in s] + [r for u in plan.session_users for s in u for r in s]
-    return plan.requests + [r for user in plan.users for r in user] + sessions
 
 
 def _poll_until_done(
@@ -354,63 +382,23 @@ def _poll_until_done(
             return None
 
 
-def _count_lost(backend: _Backend, plans: list[ActorPlan], collect: _Collector, reason: str | None) -> str | None:
-    """Write one ``actor_lost`` record per request a lost actor may have had in flight; say so."""
-    if not backend.lost:
-        return reason
-    counted = 0
-    for index, lost in sorted(backend.lost.items()):
-        batch = lost_records(plans[index], collect.delivered, lost)
-        collect(batch)
-        counted += len(batch)
-    lines = "; ".join(lost.describe() for lost in backend.lost.values())
-    line = (
-        f"{lines}: the run stopped, {counted} request(s) it may have had in flight are counted as "
-        f"actor_lost errors, every record delivered before is kept"
-    )
-    log.warning("%s", line)
-    return reason if reason == STOP_INTERRUPTED else line  # the user's own stop stays the reason
-
-
-@contextmanager
-def _interrupt_flag() -> Iterator[threading.Event]:
-    """Ctrl-C sets a flag the poll loop checks instead of raising wherever the main thread is, so a
-    batch already drained from the actors is always written before the run stops."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:  # the user asked for Ctrl-C to be ignored: keep it that way
-        yield flag
-        return
-    signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class _Collector:
-    """Writes drained record dicts to the records sink (JSONL or Parquet) and, if kept, the in-memory list."""
+    """Appends drained record dicts to the JSONL file (written per drain) and the in-memory list."""
 
-    def __init__(
-        self, records: list[RequestRecord], sink: Any, bar: Any, num_ids: int = 0, keep: bool = True
-    ) -> None:
+    def __init__(self, records: list[RequestRecord], sink: Any, bar: Any, keep: bool = True) -> None:
         self.records = records
         self._keep = keep
         self._sink = sink
         self._bar = bar
         self._errors = 0
-        self.delivered = bytearray(num_ids)  # request_id -> 1 once its record arrived
 
     def __call__(self, batch: list[dict[str, Any]]) -> None:
         if not batch:
             return
-        self._sink.write(batch)
-        for d in batch:
-            if d["request_id"] < len(self.delivered):
-                self.delivered[d["request_id"]] = 1
+        if isinstance(self._sink, RecordsFile):
+            self._sink.write(b"".join(orjson.dumps(d) + b"\n" for d in batch), len(batch))
+        else:
+            self._sink.write(batch)
         if self._keep:
             self.records.extend(RequestRecord.from_dict(d) for d in batch)
         self._errors += sum(d["status"] != STATUS_OK for d in batch)

@@ -18,6 +18,7 @@ log = logging.getLogger("etalon")
 
 RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "summary.json"
+ACTORS_FILE = "load_actors.json"
 
 
 @dataclass
@@ -126,6 +127,12 @@ def measure(
         max_total_tokens=limit,
         seed=seed,
     )
+    if schedule.clipped_requests:
+        log.warning(
+            "%d of %d requests asked for more than %d tokens (prompt + output) and were shortened "
+            "to fit (workload.max_total_tokens, default model.context_tokens)",
+            schedule.clipped_requests, len(schedule.prompt_tokens), limit,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     settings = load_settings(cfg)
@@ -140,6 +147,12 @@ def measure(
         keep_records=not (bounded and settings.records_format == "parquet"),
         max_context_tokens=limit,
     )
+    # Each actor's epoch on the machine's monotonic clock: record time + epoch = monotonic time,
+    # which lines records up with server-side logs (the simulator's emission log).
+    try:
+        (out_dir / ACTORS_FILE).write_bytes(orjson.dumps(load.actors))
+    except OSError as exc:
+        log.warning("cannot write %s: %s", out_dir / ACTORS_FILE, exc)
     if load.stop_reason and load.stop_reason != "interrupted":
         log.warning("load stopped before the schedule ran out: %s", load.stop_reason)
     traffic: dict[str, Any] = {}  # the traffic report needs the records in memory
@@ -152,18 +165,29 @@ def measure(
 
         table, verdict = None, None
         summary = summarize_file(load.records_path, slo, batch_rows=settings.records_batch_rows, partial=load.partial)
-    write_summary(out_dir / SUMMARY_FILE, summary, load.stop_reason, traffic)
+    summary_dict = summary.to_dict()
+    if load.stop_reason:
+        summary_dict["stop_reason"] = load.stop_reason
+    if traffic:
+        summary_dict["traffic"] = traffic
+    write_summary(out_dir / SUMMARY_FILE, summary_dict)
     return Measurement(load.records_path or records_path, table, summary, load, verdict, load.partial, traffic)
 
 
-def write_summary(path: Path, summary: Any, stop_reason: str | None = None, traffic: Any = None) -> None:
-    """summary.json: the summary's dict, plus why the load stopped early and the traffic report."""
-    data = summary.to_dict()
-    if stop_reason:
-        data["stop_reason"] = stop_reason
-    if traffic:
-        data["traffic"] = traffic
-    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``; on a full disk the summary goes to stderr instead (it is all in memory)."""
+    import sys
+
+    from etalon.loadgen.sink import is_disk_full
+
+    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"etalon: cannot write {path} ({exc}); the summary is here instead:\n{data.decode()}",
+              file=sys.stderr, flush=True)
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:
