@@ -54,6 +54,18 @@ def check_model_served(spec: EndpointSpec) -> None:
         )
 
 
+def identified(cfg: EtalonConfig, spec: EndpointSpec) -> EndpointSpec:
+    """The spec with the server's observed identity (cache keys), after the tokenizer check."""
+    import dataclasses
+
+    from etalon.clients.identity import observe_server
+    from etalon.runner.tokens_check import check_tokenizer
+
+    spec = dataclasses.replace(spec, server_identity=observe_server(spec))
+    check_tokenizer(cfg, spec, simulator=launches_simulator(cfg))
+    return spec
+
+
 @contextmanager
 def live_endpoint(cfg: EtalonConfig) -> Iterator[tuple[EndpointSpec, str]]:
     """Start the endpoint's server (if it has one), yield its spec and key, stop it on exit."""
@@ -74,8 +86,10 @@ def live_endpoint(cfg: EtalonConfig) -> Iterator[tuple[EndpointSpec, str]]:
             timeout_s=cfg.endpoint.timeout_s,
             connect_timeout_s=cfg.endpoint.connect_timeout_s,
             tokenizer=cfg.model.tokenizer,
+            request_id_header=cfg.endpoint.request_id_header,
         )
         check_model_served(spec)
+        spec = identified(cfg, spec)
         yield spec, endpoint_key(cfg, base_url)
     finally:
         if server is not None:

@@ -80,6 +80,7 @@ class RaySearchRunner:
 
 def search_task(job: SearchJob) -> SearchOutcome:
     """The body of one Ray task: own endpoint, own nested MLflow run, the single-search code path."""
+    from etalon.core.seeds import run_prompt_base
     from etalon.runner.endpoint import live_endpoint
     from etalon.runner.experiment import check_components
     from etalon.runner.locks import endpoint_lock
@@ -95,6 +96,7 @@ def search_task(job: SearchJob) -> SearchOutcome:
             cfg=job.cfg, run_dir=job.run_dir, stage_name=f"capacity_search[{job.config.label}]",
             stage_dir=job.stage_dir, endpoint=spec, endpoint_key=key, results=job.results,
             tracker=tracker, cache_dir=Path(job.cfg.cache_dir), endpoint_lock=lambda: endpoint_lock(lock_key),
+            prompt_base=run_prompt_base(job.cfg.workload.prompt_seed),
         )
         result = capacity(ctx, SearchSettings(**job.params))
         tracker.log_metrics(result.scalars)
