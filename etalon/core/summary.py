@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from etalon.core import metrics
+from etalon.core import chunks, metrics
 from etalon.core.records import RecordTable
 
 CURVE_TARGETS_S = np.arange(1, 101) / 1000.0  # p99 miss-rate curve: TBT targets 1..100 ms
@@ -83,6 +83,8 @@ class RunSummary:
     errors_by_type: dict[str, int]
     settings: dict[str, Any]
     requests: RequestMetrics | None = field(default=None, repr=False, compare=False)
+    # etalon.core.chunks: {"flags": {name: requests}, "flagged": n, "finish_reasons": {reason: n}}
+    output_checks: dict[str, Any] = field(default_factory=dict)
 
     def scalars(self) -> dict[str, float]:
         """Flat ``<metric>_<stat>_<unit>`` -> value; undefined values are left out (never NaN)."""
@@ -92,6 +94,9 @@ class RunSummary:
         for (metric, unit), stats in self.distributions.items():
             out.update({metric_key(metric, stat, unit): v for stat, v in stats.items()})
         out.update(self.rates)
+        if self.output_checks:
+            out["requests_flagged"] = float(self.output_checks.get("flagged", 0))
+            out.update({f"flag_{k}": float(v) for k, v in self.output_checks.get("flags", {}).items()})
         return {k: float(v) for k, v in out.items() if math.isfinite(v)}
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +114,7 @@ class RunSummary:
                 "by_error_type": self.errors_by_type,
             },
             "settings": self.settings,
+            "output_checks": self.output_checks,
         }
 
 
@@ -189,9 +195,13 @@ def _rates(
     }
 
 
-def _throughput_views(ok_table: RecordTable, req: RequestMetrics, gaps_s: np.ndarray) -> dict[str, float]:
+def _throughput_views(
+    t: RecordTable, ok_rows: np.ndarray, req: RequestMetrics, gaps_s: np.ndarray, tbt_p99_s: float | None
+) -> dict[str, float]:
     tpot = req.tpot_s[np.isfinite(req.tpot_s) & (req.token_count >= 2)]  # rows with a gap
-    views = metrics.throughput_views_ragged(tpot, ok_table.token_ns, ok_table.token_offsets, gaps_s)
+    views = metrics.throughput_views_ragged(
+        tpot, t.token_ns, t.token_offsets, gaps_s, rows=ok_rows, tbt_p99_s=tbt_p99_s
+    )
     keys = ("throughput_tpot_tokens_per_s", "throughput_tbt_tokens_per_s", "throughput_deadline_tokens_per_s")
     return dict(zip(keys, views))
 
@@ -258,15 +268,23 @@ def summarize(
     slo = None if slo_ok is None else _per_row(slo_ok, len(table), "slo_ok")[measured] > 0
     t = table.select(measured) if not measured.all() else table
     req = _request_metrics(t, dp_s, tbt_deadline_s, target_miss_rate)
-    ok_table = t.select(t.ok) if not t.ok.all() else t
+    ok_rows = np.flatnonzero(t.ok)  # ok rows by index: no copy of their tokens
     meets = metrics.miss_rates(req.missed, req.total) <= target_miss_rate
     good = t.ok & (meets if slo is None else slo)
     window_s = _window_s(t)
     rates = _rates(t, req, good, window_s)
-    gaps_s = metrics.pooled_gaps_s(ok_table.token_ns, ok_table.token_offsets)
-    rates.update(_throughput_views(ok_table, req, gaps_s))
+    gaps_s = metrics.pooled_gaps_s(t.token_ns, t.token_offsets, ok_rows)
+    distributions = _distributions(req, gaps_s)
+    tbt_p99_s = distributions[("tbt", "s")].get("p99")
+    rates.update(_throughput_views(t, ok_rows, req, gaps_s, tbt_p99_s))
+    del gaps_s
     rates.update(_fluidity_tail(req))
-    curve = metrics.miss_rate_quantile_curve(ok_table.token_ns, ok_table.token_offsets, CURVE_TARGETS_S)
+    chunk_values = chunks.chunk_values(t, among=t.ok)
+    for name, unit in chunks.CHUNK_DISTRIBUTIONS:
+        if name in chunk_values.values:
+            distributions[(name, unit)] = metrics.distribution(chunk_values.values[name])
+    rates.update(chunk_values.totals)
+    curve = metrics.miss_rate_quantile_curve(t.token_ns, t.token_offsets, CURVE_TARGETS_S, rows=ok_rows)
     by_status, by_code, by_type = _error_counts(t)
     has_curve = bool(np.isfinite(curve).all())
     return RunSummary(
@@ -279,7 +297,7 @@ def summarize(
             "cancelled": int((cancelled & ~table.warmup).sum()),
         },
         measurement_window_s=window_s,
-        distributions=_distributions(req, gaps_s),
+        distributions=distributions,
         rates=rates,
         curve_target_tbt_s=CURVE_TARGETS_S.tolist() if has_curve else [],
         curve_p99_miss_rate=curve.tolist() if has_curve else [],
@@ -293,4 +311,17 @@ def summarize(
             "goodput_slo": "fluidity_index" if slo_ok is None else "slo_ok mask",
         },
         requests=req,
+        output_checks=_output_checks(t),
     )
+
+
+def _output_checks(t: RecordTable) -> dict[str, Any]:
+    """Flag counts (requests per flag), flagged requests, finish reasons of the measured rows."""
+    if t.flags is None:
+        return {}
+    return {
+        "flags": chunks.flag_counts(t),
+        "flagged": chunks.flagged_requests(t),
+        "check_flagged": chunks.flagged_requests(t, chunks.CHECK_FLAGS),
+        "finish_reasons": chunks.finish_reason_counts(t),
+    }

@@ -15,7 +15,7 @@ from etalon.report.verdict import Verdict
 def interval_table(summary: dict[str, Any]) -> Table | None:
     """Headline metrics with their bootstrap confidence intervals (summary.json)."""
     block = summary.get("confidence_intervals")
-    if not block:
+    if not block or "intervals" not in block:
         return None
     scalars = summary.get("scalars", {})
     rows = []

@@ -27,7 +27,7 @@ class Measurement:
     """One load run, measured: the records, their table, the run summary and the SLO verdict."""
 
     records_path: Path
-    table: RecordTable
+    table: RecordTable | None  # None: records_format=parquet, the records stay in the file
     summary: Any
     load: Any
     verdict: Any
@@ -58,7 +58,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
 
     def once(seed: int | None, out_dir: Path) -> Measurement:
         return measure(ctx, arrival=arrival, lengths=instantiate(ctx.cfg.workload.lengths), out_dir=out_dir,
-                       slo=slo, seed=seed, progress=ctx.cfg.client.progress)
+                       slo=slo, seed=seed, progress=ctx.cfg.client.progress, bounded=True)
 
     m = once(None, ctx.stage_dir)
     repeat_block = run_repeats(ctx, m, repeats, once) if repeats > 1 and not m.interrupted else None
@@ -66,14 +66,17 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     from etalon.report.traffic_plots import write_traffic_plots
     from etalon.stages.analysis import steady_rates
 
-    steady = steady_rates(m.table)
+    # With records kept only on disk (records_format=parquet) there is no table in memory: no
+    # steady-window rates, intervals or time series then (summary.json says why).
+    steady = steady_rates(m.table) if m.table is not None else {}
     _add_intervals(ctx, m, slo, steady, repeat_block)
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
     artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
     from etalon.report.timeseries import TIMESERIES_FILE, plot_timeseries
 
-    artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
+    if m.table is not None:
+        artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
     text = format_summary(m.summary, header=summary_header(ctx, arrival))
     if m.traffic:
         from etalon.stages.traffic import format_traffic
@@ -130,7 +133,9 @@ def _add_intervals(ctx: StageContext, m: Measurement, slo: Any, steady: dict[str
     payload["steady"] = steady
     if repeat_block is not None:
         payload["repeats"] = repeat_block
-    if ctx.cfg.bootstrap_replicates >= 1 and m.summary.counts.get("ok", 0) > 0:
+    if m.table is None:
+        payload["confidence_intervals"] = {"skipped": "records kept on disk only (records_format=parquet)"}
+    elif ctx.cfg.bootstrap_replicates >= 1 and m.summary.counts.get("ok", 0) > 0:
         sample = run_sample(m.table, slo, m.summary.measurement_window_s)
         payload["confidence_intervals"] = intervals_block(
             sample, level=ctx.cfg.confidence_level, replicates=ctx.cfg.bootstrap_replicates, seed=ctx.cfg.workload.seed)
@@ -187,11 +192,14 @@ def measure(
     seed: int | None = None,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = False,
+    bounded: bool = False,
     prompt_seed: int | None = None,
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
     here come from the config's workload group; prompt text comes from ``prompt_seed`` (default:
-    this stage's seed derived from the run, so no two stages or runs send the same prompts)."""
+    this stage's seed derived from the run, so no two stages or runs send the same prompts).
+    ``bounded`` with ``client.records_format=parquet``: keep no record in memory and summarise
+    from the file in chunks (``Measurement.table`` None, no traffic report or token accounting)."""
     from etalon.loadgen import run_load
 
     from etalon.stages.traffic import build_workload, traffic_report
@@ -219,14 +227,16 @@ def measure(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
+    settings = load_settings(cfg)
     load = run_load(
         schedule,
         prompts,
         ctx.endpoint,
-        load_settings(cfg),
+        settings,
         records_path,
         should_stop=should_stop,
         progress=progress,
+        keep_records=not (bounded and settings.records_format == "parquet"),
         max_context_tokens=limit,
     )
     # Each actor's epoch on the machine's monotonic clock: record time + epoch = monotonic time,
@@ -235,19 +245,33 @@ def measure(
         (out_dir / ACTORS_FILE).write_bytes(orjson.dumps(load.actors))
     except OSError as exc:
         log.warning("cannot write %s: %s", out_dir / ACTORS_FILE, exc)
-    table = RecordTable.from_records(load.records)
-    summary, verdict = summarize_table(table, slo, partial=load.partial)
+    if load.stop_reason and load.stop_reason != "interrupted":
+        log.warning("load stopped before the schedule ran out: %s", load.stop_reason)
+    traffic: dict[str, Any] = {}  # the traffic report needs the records in memory
+    if load.records_in_memory:
+        table: RecordTable | None = RecordTable.from_records(load.records)
+        summary, verdict = summarize_table(table, slo, partial=load.partial)
+        traffic = traffic_report(schedule, load.records, limit, arrival)
+    else:  # bounded memory: summarised from the Parquet file in chunks; no whole-run verdict
+        from etalon.records.chunked import summarize_file
+
+        table, verdict = None, None
+        summary = summarize_file(load.records_path, slo, batch_rows=settings.records_batch_rows, partial=load.partial)
     summary_dict = summary.to_dict()
-    traffic = traffic_report(schedule, load.records, limit, arrival)
+    if load.stop_reason:
+        summary_dict["stop_reason"] = load.stop_reason
     if traffic:
         summary_dict["traffic"] = traffic
     summary_dict["slo_passed"] = None if verdict is None else bool(verdict.passed)
     summary_dict["slo"] = _verdict_dict(verdict)
-    accounting = _accounting(load.records)
-    summary_dict["token_accounting"] = accounting
-    summary_dict["scalars"].update(accounting_scalars(accounting))
+    accounting = _accounting(load.records) if load.records_in_memory else None  # needs the records
+    if accounting is not None:
+        summary_dict["token_accounting"] = accounting
+        summary_dict["scalars"].update(accounting_scalars(accounting))
     write_summary(out_dir / SUMMARY_FILE, summary_dict)
-    return Measurement(records_path, table, summary, load, verdict, load.partial, traffic, accounting)
+    check_outputs(summary, cfg.endpoint.output_check, out_dir)
+    return Measurement(load.records_path or records_path, table, summary, load, verdict, load.partial, traffic,
+                       accounting)
 
 
 def _accounting(records: list[RequestRecord]) -> dict[str, Any]:
@@ -304,6 +328,25 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
             raise
         print(f"etalon: cannot write {path} ({exc}); the summary is here instead:\n{data.decode()}",
               file=sys.stderr, flush=True)
+
+
+def check_outputs(summary: Any, mode: str, out_dir: Path) -> None:
+    """``endpoint.output_check``: warn about flagged outputs, or fail (after records and summary
+    are written) when any measured request came back short, long or with implausible usage."""
+    checks = summary.output_checks
+    if mode == "off" or not checks.get("flagged"):
+        return
+    named = ", ".join(f"{k}: {v}" for k, v in checks.get("flags", {}).items())
+    total = summary.counts.get("total", 0)
+    bad = checks.get("check_flagged", 0)
+    if mode == "warn" or not bad:
+        log.warning("output checks: %d of %d requests flagged (%s); see etalon.core.chunks.FLAGS",
+                    checks["flagged"], total, named)
+        return
+    raise StageError(
+        f"endpoint.output_check=fail: {bad} of {total} requests did not return "
+        f"the output asked for ({named}); records and summary are in {out_dir}"
+    )
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:
