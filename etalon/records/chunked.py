@@ -58,6 +58,7 @@ class _Pass1:
     sum_gaps_s: float = 0.0
     min_gap_s: float = math.inf
     max_gap_s: float = -math.inf
+    output_checks: dict[str, Any] = field(default_factory=dict)
     hist: np.ndarray = field(default_factory=lambda: np.zeros(_MAX_BUCKET + 1, dtype=np.int64))
     deadlines_s: list[np.ndarray] = field(default_factory=list)
     n_curve: int = 0
@@ -96,6 +97,7 @@ def _pass1_chunk(acc: _Pass1, chunk: RecordTable, slo: Any) -> None:
     for name in ("scheduled_ns", "end_ns", "http_status", "error_type", "warmup"):
         acc.rows.setdefault(name, []).append(getattr(t, name))
     acc.rows.setdefault("slo_ok", []).append(slo_ok)
+    _add_output_checks(acc.output_checks, core._output_checks(t))
     ok_rows = np.flatnonzero(t.ok)
     gaps_s = metrics.pooled_gaps_s(t.token_ns, t.token_offsets, ok_rows)
     if gaps_s.size:
@@ -195,6 +197,17 @@ def summarize_file(path: Path, slo: Any, *, batch_rows: int = 8192, partial: boo
     return _assemble(p1, p2, cum, positions, order, slo, partial)
 
 
+def _add_output_checks(total: dict[str, Any], part: dict[str, Any]) -> None:
+    """Sum one chunk's output-check counts into the run's (counts per flag and finish reason add up)."""
+    for key, value in part.items():
+        if isinstance(value, dict):
+            counts = total.setdefault(key, {})
+            for name, n in value.items():
+                counts[name] = counts.get(name, 0) + n
+        else:
+            total[key] = total.get(key, 0) + value
+
+
 def _concat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
@@ -235,6 +248,7 @@ def _assemble(p1: _Pass1, p2: _Pass2, cum: Any, positions: list, order: np.ndarr
         settings={"tbt_deadline_s": float(slo.tbt_deadline_s), "ttft_deadline_s": "per-request",
                   "target_miss_rate": float(slo.target_miss_rate), "goodput_slo": "slo_ok mask"},
         requests=req,
+        output_checks=p1.output_checks,
     )
 
 

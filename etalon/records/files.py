@@ -168,7 +168,19 @@ def _jsonl_tables(path: Path, batch_rows: int) -> Iterator[RecordTable]:
 _TABLE_COLUMNS = (
     "request_id", "actor", "scheduled_ns", "sent_ns", "first_token_ns", "end_ns", "prompt_tokens",
     "output_tokens", "requested_output_tokens", "status", "warmup", "http_status", "error_type", "token_ns",
+    "flags", "finish_reason",
 )
+
+
+def _check_columns(batch: Any) -> dict[str, np.ndarray]:
+    """The output-check columns (flags per request, finish reason), where the file has them."""
+    names = batch.schema.names
+    if "flags" not in names or "finish_reason" not in names:
+        return {}
+    flags = np.empty(batch.num_rows, dtype=object)
+    flags[:] = [tuple(f or ()) for f in batch.column("flags").to_pylist()]
+    reasons = batch.column("finish_reason").fill_null("").to_numpy(zero_copy_only=False).astype(object)
+    return {"flags": flags, "finish_reason": reasons}
 
 
 def _int_column(batch: Any, name: str, default: int) -> np.ndarray:
@@ -182,6 +194,7 @@ def _table_from_arrow(batch: Any) -> RecordTable:
     token_ns = tokens.values.to_numpy().astype(np.int64, copy=False)[offsets[0] : offsets[-1]]
     errors = batch.column("error_type").fill_null("").to_numpy(zero_copy_only=False).astype(object)
     return RecordTable(
+        **_check_columns(batch),
         request_id=_int_column(batch, "request_id", 0),
         actor=_int_column(batch, "actor", 0),
         scheduled_ns=_int_column(batch, "scheduled_ns", 0),
