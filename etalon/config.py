@@ -280,6 +280,16 @@ class EtalonConfig:
     experiment_name: str = "default"
     cache_dir: str = "outputs/cache"
     print_summary: bool = True
+    # A benchmark whose SLO fails (or a capacity search that finds no passing load) exits with
+    # SLO_FAILED_EXIT (3), distinct from errors (1, 2) and Ctrl-C (130).
+    fail_on_slo: bool = False
+    confidence_level: float = 0.95
+    bootstrap_replicates: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(0 < self.confidence_level < 1, "confidence_level", f"must be within (0, 1), got {self.confidence_level}")
+        _require(self.bootstrap_replicates >= 0, "bootstrap_replicates",
+                 f"must be >= 0 (0 turns intervals off), got {self.bootstrap_replicates}")
 
     def __post_init__(self) -> None:
         safe_name(self.experiment_name)

@@ -41,6 +41,7 @@ class SloVerdict:
     threshold: float
     values: dict[str, float] = field(default_factory=dict)
     scale: float = math.nan
+    limits: dict[str, float] = field(default_factory=dict)
 
 
 class Slo(Protocol):
@@ -120,6 +121,7 @@ def _verdict(parts: dict[str, tuple[float, float]], scale: float | None = None) 
         threshold=threshold,
         values={k: v for k, (v, _) in parts.items()},
         scale=ratios[metric] if scale is None else scale,
+        limits={k: t for k, (_, t) in parts.items()},
     )
 
 

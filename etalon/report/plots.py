@@ -20,6 +20,7 @@ def write_plots(run_dir: Path, table: RecordTable, summary: RunSummary) -> list[
     """All plots; ``table`` holds the measured rows that ``summary.requests`` describes, in order."""
     return [
         _save(_latency_cdfs(table, summary), run_dir / "latency_cdfs.png"),
+        _save(_latency_tails(table, summary), run_dir / "latency_tails.png"),
         _save(_ttft_by_prompt(summary), run_dir / "ttft_vs_prompt_tokens.png"),
         _save(_token_timeline(table, summary), run_dir / "token_timeline.png"),
         _save(_miss_rate_curve(summary), run_dir / "miss_rate_curve.png"),
@@ -84,6 +85,38 @@ def _latency_cdfs(table: RecordTable, summary: RunSummary) -> Figure:
     return fig
 
 
+def _tail(ax: Axes, values_s: np.ndarray, title: str, scale: float, unit: str) -> None:
+    """1 - CDF on a log y axis: the p99/p99.9 tail gets as much room as the body."""
+    data = _sample(values_s) * scale
+    ax.set_title(f"{title} tail")
+    ax.set_xlabel(f"{title} ({unit})")
+    ax.set_ylabel("fraction above (log)")
+    ax.grid(alpha=0.3, which="both")
+    if data.size < 2:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        return
+    above = 1.0 - np.arange(data.size) / data.size
+    ax.step(data, above, where="post", color="tab:purple")
+    ax.set_yscale("log")
+    ax.set_ylim(max(0.5 / data.size, 1e-6), 1.05)
+    for q in (0.9, 0.99, 0.999):
+        if 1 - q >= 1 / data.size:
+            ax.axhline(1 - q, color="gray", linestyle=":", linewidth=0.8)
+
+
+def _latency_tails(table: RecordTable, summary: RunSummary) -> Figure:
+    req = summary.requests
+    assert req is not None
+    ok = table.select(table.ok) if not table.ok.all() else table
+    fig = new_figure((13, 4))
+    axes = fig.subplots(1, 3)
+    _tail(axes[0], req.ttft_s, "TTFT", 1e3, "ms")
+    _tail(axes[1], pooled_gaps_s(ok.token_ns, ok.token_offsets), "TBT", 1e3, "ms")
+    _tail(axes[2], req.e2e_s, "end-to-end latency", 1.0, "s")
+    fig.suptitle("Latency tails: 1 - CDF, log scale (dotted: p90, p99, p99.9)")
+    return fig
+
+
 def _ttft_by_prompt(summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
@@ -145,8 +178,8 @@ def _token_timeline(table: RecordTable, summary: RunSummary) -> Figure:
     if isinstance(dp, float) and isinstance(dd, float) and top > 0:
         ax.plot([dp, dp + dd * (top - 1)], [1, top], color="black", linestyle="--", linewidth=1,
                 label=f"deadlines: TTFT {dp:g} s, then one token per {dd * 1e3:g} ms")
-    if ax.lines:
-        ax.legend(fontsize=8, loc="lower right")
+    if ax.lines:  # beside the axes, never over the steps
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 

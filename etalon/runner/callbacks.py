@@ -37,6 +37,11 @@ class MLflowSweepCallback(Callback):
         self._parent: tuple[Any, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from etalon.runner.closing import SWEEP_KEYS_FILE, sweep_keys
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_KEYS_FILE).write_text("\n".join(sweep_keys(list(config.hydra.overrides.task))) + "\n")
         tracking = _tracking(config)
         if tracking is None:
             return
@@ -58,15 +63,18 @@ class MLflowSweepCallback(Callback):
         print(f"etalon: sweep parent MLflow run {run.info.run_id}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._finish_parent(config)
-        failed = sorted(Path(config.hydra.sweep.dir).glob("*/error.txt"))
-        if failed:
-            for path in failed:
-                print(f"etalon: job {path.parent.name} failed: {path.read_text().strip()}", file=sys.stderr)
-            print(f"etalon: {len(failed)} job(s) of the sweep failed; the others finished", file=sys.stderr)
-            sys.exit(1)
+        from etalon.runner.sweep_end import finish_sweep
 
-    def _finish_parent(self, config: DictConfig) -> None:
+        try:
+            files, metrics, params = finish_sweep(Path(config.hydra.sweep.dir))
+        except Exception as exc:  # the sweep's own results are in its job directories
+            log.warning("sweep report not written: %s: %s", type(exc).__name__, exc)
+            files, metrics, params = [], {}, {}
+        self._finish_parent(config, files, metrics, params)
+        _exit_on_failures(Path(config.hydra.sweep.dir))
+
+    def _finish_parent(self, config: DictConfig, files: list[Path], metrics: dict[str, float],
+                       params: dict[str, str]) -> None:
         if self._parent is None:
             return
         client, parent_id = self._parent
@@ -81,9 +89,29 @@ class MLflowSweepCallback(Callback):
                 filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
                 max_results=10000,
             )
-            files = write_comparison(children, sweep_dir)
-            for path in files:
+            for path in [*write_comparison(children, sweep_dir), *files]:
                 client.log_artifact(parent_id, str(path), "comparison")
+            from etalon.runner.tracking import MLflowTracker
+
+            parent = MLflowTracker(client, "", parent_id, state)
+            parent.log_metrics(metrics)
+            parent.log_params(params)
             client.set_terminated(parent_id, status="FINISHED")
 
         state.guard("sweep comparison", finish)
+
+
+def _exit_on_failures(sweep_dir: Path) -> None:
+    """Exit 1 when a job failed; else 3 when a job's SLO failed under fail_on_slo=true."""
+    from etalon.runner.errors import SLO_FAILED_EXIT, SLO_FAILED_MARKER
+
+    failed = sorted(sweep_dir.glob("*/error.txt"))
+    if failed:
+        for path in failed:
+            print(f"etalon: job {path.parent.name} failed: {path.read_text().strip()}", file=sys.stderr)
+        print(f"etalon: {len(failed)} job(s) of the sweep failed; the others finished", file=sys.stderr)
+        sys.exit(1)
+    slo_failed = sorted(p.parent.name for p in sweep_dir.glob(f"*/{SLO_FAILED_MARKER}"))
+    if slo_failed:
+        print(f"etalon: the SLO failed in job(s) {', '.join(slo_failed)} (fail_on_slo=true)", file=sys.stderr)
+        sys.exit(SLO_FAILED_EXIT)

@@ -13,6 +13,11 @@ from etalon.loadgen.ray_init import RayStartError
 from etalon.runner.server import ServerStartError
 from etalon.stages.base import StageError
 
+# Exit statuses: 1 a sweep job failed, 2 a user error, 3 the SLO failed under fail_on_slo=true,
+# 130 Ctrl-C. A CI job can tell "the service is too slow" (3) from "the benchmark broke" (1, 2).
+SLO_FAILED_EXIT = 3
+SLO_FAILED_MARKER = "slo_failed"
+
 # ValueError covers bad values rejected by the classes a config instantiates (rates, lengths, SLOs).
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,

@@ -14,8 +14,9 @@ from etalon.config import ConfigError, EtalonConfig
 from etalon.core.redaction import redact_text
 from etalon.loadgen.interrupts import exit_status, signal_name, terminate_as_interrupt
 from etalon.loadgen.sink import is_disk_full
+from etalon.runner.closing import closing_verdict, run_name
 from etalon.runner.config_checks import check_output_dirs, check_schema_keys, remove_unstarted_run_dir
-from etalon.runner.errors import USER_ERRORS, describe
+from etalon.runner.errors import SLO_FAILED_EXIT, SLO_FAILED_MARKER, USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
 from etalon.runner.redaction import secrets_of_config
@@ -40,9 +41,8 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     secrets = secrets_of_config(dcfg)
     try:
         with terminate_as_interrupt():
-            value = _run(dcfg, run_dir, hydra_cfg, secrets)
+            value, slo_failed = _run(dcfg, run_dir, hydra_cfg, secrets)
         print(f"etalon: done; results in {run_dir.resolve()}", flush=True)
-        return value
     except USER_ERRORS as exc:
         message = redact_text(describe(exc), secrets)
         print(f"etalon: error: {message}", file=sys.stderr, flush=True)
@@ -66,9 +66,15 @@ def run_experiment(dcfg: DictConfig) -> float | None:
         if multirun:
             raise
         sys.exit(exit_status())
+    if slo_failed:
+        (run_dir / SLO_FAILED_MARKER).write_text("the SLO failed\n")
+        if not multirun:
+            sys.exit(SLO_FAILED_EXIT)  # the verdict block printed last says so
+    return value
 
 
-def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) -> float | None:
+def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) -> tuple[float | None, bool]:
+    """(main metric, whether the SLO failed with fail_on_slo=true)."""
     from etalon.runner.endpoint import endpoint_key, live_endpoint
     from etalon.runner.locks import endpoint_lock
 
@@ -79,7 +85,8 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) ->
     parent_id = _sweep_parent_id(hydra_cfg)
     if parent_id:
         tags[PARENT_TAG] = parent_id
-    name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.pipeline.name}"
+    name = cfg.tracking.run_name or run_name(cfg, hydra_cfg)
+    url: list[str] = []
     # Jobs of a Ray sweep that measure the same endpoint wait for each other here.
     with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or "")), ExitStack() as stack:
         connect_in_background(cfg.tracking)  # MLflow connects while the endpoint starts
@@ -91,13 +98,16 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) ->
                 tracker.log_params(tracking_params(cfg, dcfg, secrets))
                 raise
         tracker = stack.enter_context(tracked_run(cfg.tracking, name, tags, secrets))
+        # Exits first (the stack unwinds in reverse): report.html and the verdict, on success or failure.
+        outcome = stack.enter_context(closing_verdict(cfg, run_dir, url, tracker, secrets))
+        url.append(endpoint.base_url)
         tracker.log_params(tracking_params(cfg, dcfg, secrets))
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)
         tracker.set_tags({"endpoint.base_url": endpoint.base_url})
         results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
     last = list(results.values())[-1]
-    return last.scalars.get("output_tokens_per_s")
+    return last.scalars.get("output_tokens_per_s"), cfg.fail_on_slo and outcome.slo_failed
 
 
 def _validated(dcfg: DictConfig) -> EtalonConfig:

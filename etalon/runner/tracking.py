@@ -26,6 +26,10 @@ PARAM_BATCH = 100
 METRIC_BATCH = 1000
 PARAM_VALUE_MAX_CHARS = 6000
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3 opens an experiment on its GenAI (traces) or ML (runs) view by this tag: etalon's
+# results are runs with params and metrics, so the runs view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 HTTP_MAX_RETRIES = 0
 HTTP_TIMEOUT_S = 10
 
@@ -185,9 +189,12 @@ def _connect(tracking: TrackingConfig) -> tuple[Any, str] | None:
             client = MlflowClient(tracking_uri=uri)
             experiment = client.get_experiment_by_name(tracking.experiment_name)
             if experiment is not None:
+                if EXPERIMENT_KIND_TAG not in experiment.tags:
+                    client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return client, experiment.experiment_id
             return client, client.create_experiment(
-                tracking.experiment_name, artifact_location=artifact_location(tracking)
+                tracking.experiment_name, artifact_location=artifact_location(tracking),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
             )
 
     connected = state.guard("connect", connect)

@@ -41,31 +41,42 @@ class Measurement:
         return self.load.stop_reason == "interrupted"
 
 
-def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | None = None) -> StageResult:
+def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | None = None,
+        repeats: int = 1) -> StageResult:
     """Benchmark the endpoint with the configured workload.
 
     ``rate_rps`` replaces the arrival rate; ``rate_from`` takes the load from an earlier stage: its
     ``data["max_rate_rps"]`` for open-loop arrivals (a rate search), or its
-    ``data["max_concurrency"]`` for a closed loop (a concurrency search).
+    ``data["max_concurrency"]`` for a closed loop (a concurrency search). ``repeats`` > 1 runs
+    the same load again with seeds workload.seed + 1, ... and reports the spread between repeats.
     """
+    from etalon.stages.repeats import check_repeats, run_repeats, spread_scalars
+
+    check_repeats(repeats)
     arrival = _arrival(ctx, rate_from, rate_rps)
     slo = resolve_slo(ctx)
-    m = measure(
-        ctx,
-        arrival=arrival,
-        lengths=instantiate(ctx.cfg.workload.lengths),
-        out_dir=ctx.stage_dir,
-        slo=slo,
-        progress=ctx.cfg.client.progress,
-        bounded=True,
-    )
+
+    def once(seed: int | None, out_dir: Path) -> Measurement:
+        return measure(ctx, arrival=arrival, lengths=instantiate(ctx.cfg.workload.lengths), out_dir=out_dir,
+                       slo=slo, seed=seed, progress=ctx.cfg.client.progress, bounded=True)
+
+    m = once(None, ctx.stage_dir)
+    repeat_block = run_repeats(ctx, m, repeats, once) if repeats > 1 and not m.interrupted else None
     from etalon.report import format_summary, write_report
-
     from etalon.report.traffic_plots import write_traffic_plots
+    from etalon.stages.analysis import steady_rates
 
+    # With records kept only on disk (records_format=parquet) there is no table in memory: no
+    # steady-window rates, intervals or time series then (summary.json says why).
+    steady = steady_rates(m.table) if m.table is not None else {}
+    _add_intervals(ctx, m, slo, steady, repeat_block)
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
     artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
+    from etalon.report.timeseries import TIMESERIES_FILE, plot_timeseries
+
+    if m.table is not None:
+        artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
     text = format_summary(m.summary, header=summary_header(ctx, arrival))
     if m.traffic:
         from etalon.stages.traffic import format_traffic
@@ -85,23 +96,50 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     from etalon.stages.traffic import traffic_scalars
 
     scalars.update(traffic_scalars(m.traffic))
-    if m.verdict is not None:
-        scalars["slo_passed"] = float(m.verdict.passed)
+    scalars.update(steady)
+    verdict = _verdict_dict(m.verdict)
+    if repeat_block is not None:
+        scalars.update(spread_scalars(repeat_block))
+        if verdict is not None and None not in repeat_block["slo_passed"]:
+            verdict["repeats_passed"] = repeat_block["slo_passed"]
+            verdict["passed"] = all(repeat_block["slo_passed"])
+    if verdict is not None:
+        scalars["slo_passed"] = float(verdict["passed"])
     return StageResult(
         name=ctx.stage_name,
         stage_dir=ctx.stage_dir,
         scalars=scalars,
         data={
-            "verdict": _verdict_dict(m.verdict),
+            "verdict": verdict,
             "rate_rps": getattr(arrival, "rate_rps", None),
             "concurrency": getattr(arrival, "concurrency", None),
-            "interrupted": m.interrupted,
+            "interrupted": m.interrupted or bool(repeat_block and repeat_block["interrupted"]),
             "token_accounting": m.accounting,
             "capacity_check": check,
         },
         artifacts=artifacts,
         partial=m.partial,
     )
+
+
+def _add_intervals(ctx: StageContext, m: Measurement, slo: Any, steady: dict[str, float],
+                   repeat_block: dict[str, Any] | None = None) -> None:
+    """Bootstrap confidence intervals of the headline metrics, the steady-window rates and the
+    repeats' spread, added to the summary.json that ``measure`` wrote."""
+    from etalon.stages.analysis import intervals_block, run_sample
+
+    path = ctx.stage_dir / SUMMARY_FILE
+    payload = orjson.loads(path.read_bytes()) if path.exists() else summary_payload(m.summary, m.verdict)
+    payload["steady"] = steady
+    if repeat_block is not None:
+        payload["repeats"] = repeat_block
+    if m.table is None:
+        payload["confidence_intervals"] = {"skipped": "records kept on disk only (records_format=parquet)"}
+    elif ctx.cfg.bootstrap_replicates >= 1 and m.summary.counts.get("ok", 0) > 0:
+        sample = run_sample(m.table, slo, m.summary.measurement_window_s)
+        payload["confidence_intervals"] = intervals_block(
+            sample, level=ctx.cfg.confidence_level, replicates=ctx.cfg.bootstrap_replicates, seed=ctx.cfg.workload.seed)
+    write_summary(path, payload)
 
 
 def summary_header(ctx: StageContext, arrival: Any) -> list[tuple[str, str]]:
@@ -224,6 +262,8 @@ def measure(
         summary_dict["stop_reason"] = load.stop_reason
     if traffic:
         summary_dict["traffic"] = traffic
+    summary_dict["slo_passed"] = None if verdict is None else bool(verdict.passed)
+    summary_dict["slo"] = _verdict_dict(verdict)
     accounting = _accounting(load.records) if load.records_in_memory else None  # needs the records
     if accounting is not None:
         summary_dict["token_accounting"] = accounting
@@ -263,6 +303,15 @@ def verify_capacity(ctx: StageContext, rate_from: str, m: Measurement) -> dict[s
             "or a lower precision", rate_from, check["load"] or float("nan"), m.verdict.metric, m.verdict.value,
             m.verdict.threshold, check["benchmark_goodput_fraction"] or float("nan"), check["search_verdict"])
     return check
+
+
+def summary_payload(summary: Any, verdict: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json's content: the run summary, ``slo_passed`` and the SLO's judged values (and ``extra``)."""
+    payload = summary.to_dict()
+    payload["slo_passed"] = None if verdict is None else bool(verdict.passed)
+    payload["slo"] = _verdict_dict(verdict)
+    payload.update(extra or {})
+    return payload
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
@@ -380,4 +429,5 @@ def _arrival(ctx: StageContext, rate_from: str | None, rate_rps: float | None) -
 def _verdict_dict(verdict: Any) -> dict[str, Any] | None:
     if verdict is None:
         return None
-    return {"passed": verdict.passed, "metric": verdict.metric, "value": verdict.value, "threshold": verdict.threshold}
+    return {"passed": verdict.passed, "metric": verdict.metric, "value": verdict.value, "threshold": verdict.threshold,
+            "values": dict(verdict.values), "limits": dict(getattr(verdict, "limits", {}) or {})}

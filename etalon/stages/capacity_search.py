@@ -68,8 +68,13 @@ class SearchSettings:
     min_probe_requests: int | None = None
     # A pass also needs achieved >= (1 - rate_tolerance) x offered rate (rate search).
     rate_tolerance: float = 0.1
+    # Re-measure both bracket ends this many more times with other seeds (workload.seed + i) and
+    # report the capacity as an interval (etalon.stages.reprobe).
+    reprobe: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reprobe, int) or self.reprobe < 0:
+            raise StageError(f"capacity_search.reprobe={self.reprobe!r} must be an integer >= 0")
         if self.min_probe_requests is not None and self.min_probe_requests < 1:
             raise StageError(f"capacity_search.min_probe_requests={self.min_probe_requests} must be >= 1 or null")
         if not 0 < self.rate_tolerance < 1:
@@ -110,7 +115,12 @@ def capacity(ctx: StageContext, settings: SearchSettings) -> StageResult:
     what every parallel search task runs."""
     slo = resolve_slo(ctx)
     runs = search(ctx, slo, settings)
-    return finish(ctx, slo, settings, runs, unconverged=convergence(settings.policy(), runs))
+    result = finish(ctx, slo, settings, runs, unconverged=convergence(settings.policy(), runs))
+    if settings.reprobe and not result.partial:
+        from etalon.stages.reprobe import reprobe_bracket
+
+        reprobe_bracket(ctx, slo, settings, runs, result)
+    return result
 
 
 def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeRun]:
@@ -335,7 +345,8 @@ def judge_probe(
                     extra={"metric": None if verdict is None else verdict.metric,
                            "measured_s": meta.get("measured_s"), "vetoes": vetoes,
                            "measured_at": meta.get("measured_at"), "server": meta.get("server"),
-                           "cached_prompt_tokens": meta.get("cached_prompt_tokens")})
+                           "cached_prompt_tokens": meta.get("cached_prompt_tokens"),
+                           "limits": {} if verdict is None else dict(verdict.limits)})
 
 
 def best_run(runs: list[ProbeRun]) -> ProbeRun | None:
@@ -380,7 +391,10 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
     paths[0].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     write_probes_csv(paths[1], runs, settings.search)
     paths.append(plot_capacity(ctx.stage_dir / "capacity.png", runs, settings, best))
-    scalars = {f"capacity_{k}": v for k, v in at_best.items()}
+    # The metrics at capacity keep the benchmark's names, so searches and benchmarks compare in
+    # MLflow; the run's role is a tag.
+    scalars = dict(at_best)
+    ctx.tracker.set_tags({"etalon.role": "metrics at capacity"})
     scalars.update({"num_probes": float(len(runs)), "new_probes": float(data["new_probes"]),
                     "search_time_s": float(sum(r.probe.duration_s for r in runs))})
     if best is not None:
@@ -413,7 +427,8 @@ def probe_row(r: ProbeRun) -> dict[str, Any]:
             "measured_at": r.extra.get("measured_at"),
             "duration_s": p.duration_s, "measured_s": r.extra.get("measured_s"),
             "output_tokens_per_s": r.scalars.get("output_tokens_per_s"), "records": str(r.records_path),
-            "started_ns": r.extra.get("started_ns"), "ended_ns": r.extra.get("ended_ns")}
+            "started_ns": r.extra.get("started_ns"), "ended_ns": r.extra.get("ended_ns"),
+            "values": dict(r.verdict_values), "limits": dict(r.extra.get("limits") or {})}
 
 
 def write_probes_csv(path: Path, runs: list[ProbeRun], search_kind: str) -> None:
@@ -430,31 +445,14 @@ def write_probes_csv(path: Path, runs: list[ProbeRun], search_kind: str) -> None
 
 
 def plot_capacity(path: Path, runs: list[ProbeRun], settings: SearchSettings, best: ProbeRun | None) -> Path:
-    """Probed load vs judged SLO metric, with the threshold line and the found capacity."""
-    from etalon.report.figures import new_figure, save_figure
+    """One panel per judged SLO metric (each with its limit), early-stopped probes marked, the
+    bracket and the capacity shown (etalon.report.capacity_chart)."""
+    from etalon.report.capacity_chart import plot_capacity_chart
 
-    fig = new_figure((7, 4.5))
-    ax = fig.subplots()
-    ordered = sorted(runs, key=lambda r: r.probe.load)
-    x = np.array([r.probe.load for r in ordered])
-    y = np.array([r.probe.value for r in ordered], dtype=np.float64)
-    shown = np.where(np.isfinite(y), y, np.nan)
-    ax.plot(x, shown, color="tab:gray", alpha=0.5)
-    for r in ordered:
-        v = r.probe.value if math.isfinite(r.probe.value) else np.nanmax(shown) if np.isfinite(shown).any() else 0
-        ax.scatter([r.probe.load], [v], marker="o" if r.probe.passed else "x", s=40,
-                   color="tab:green" if r.probe.passed else "tab:red", zorder=3)
-    if runs and math.isfinite(runs[0].probe.threshold):
-        ax.axhline(runs[0].probe.threshold, color="tab:red", linestyle="--", label="SLO threshold")
-    if best is not None:
-        ax.axvline(best.probe.load, color="tab:green", linestyle=":", label=f"capacity {best.probe.load:.4g}")
-    ax.set_xlabel("offered request rate (requests/s)" if settings.search == "rate" else "concurrency (requests)")
-    metric = next((r.extra.get("metric") for r in runs if r.extra.get("metric")), "judged metric")
-    ax.set_ylabel(f"{metric} ({'s' if str(metric).endswith('_s') else 'fraction'})")
-    ax.set_title("capacity search: o pass, x fail", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    lowest = min((r.probe.load for r in runs if not r.probe.passed and (best is None or r.probe.load > best.probe.load)),
+                 default=None)
+    return plot_capacity_chart(path, [probe_row(r) for r in runs], settings.search,
+                               best.probe.load if best else None, lowest)
 
 
 __all__ = ["ProbeRun", "SearchSettings", "capacity", "finish", "judge_probe", "probe", "resolve_slo", "run", "search"]

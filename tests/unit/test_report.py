@@ -26,7 +26,7 @@ def test_write_report_tables_and_plots(tmp_path, summary):
     assert {"metrics_percentiles.csv", "metrics_requests.csv", "metrics_run.csv"} <= names
     pngs = [p for p in paths if p.suffix == ".png"]
     assert {p.stem for p in pngs} == {
-        "latency_cdfs", "ttft_vs_prompt_tokens", "token_timeline", "miss_rate_curve", "throughput_views"
+        "latency_cdfs", "latency_tails", "ttft_vs_prompt_tokens", "token_timeline", "miss_rate_curve", "throughput_views"
     }
     for png in pngs:
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5_000

@@ -1,0 +1,68 @@
+"""The comparison of runs: a table, a figure of relative deltas with their intervals, an HTML page."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from etalon.core.comparison import BETTER, WORSE, MetricDelta
+from etalon.report.html import Section, Table, write_page
+
+COLUMNS = ("metric", "A", "B", "delta", "delta %", "CI low", "CI high", "verdict")
+
+
+def _fmt(v: float, pct: bool = False) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v * 100:+.2f}%" if pct else f"{v:.5g}"
+
+
+def table_rows(deltas: Sequence[MetricDelta]) -> list[list[str]]:
+    return [[d.key, _fmt(d.a), _fmt(d.b), _fmt(d.delta), _fmt(d.relative, pct=True), _fmt(d.low), _fmt(d.high),
+             d.verdict] for d in deltas]
+
+
+def format_table(title: str, deltas: Sequence[MetricDelta]) -> str:
+    rows = [list(COLUMNS), *table_rows(deltas)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = [title] + ["  ".join(c.ljust(w) if i in (0, 7) else c.rjust(w) for i, (c, w) in
+                                 enumerate(zip(r, widths))) for r in rows]
+    lines.insert(2, "-" * len(lines[1]))
+    return "\n".join(lines)
+
+
+def plot_deltas(path: Path, comparisons: dict[str, Sequence[MetricDelta]]) -> Path:
+    """One panel per compared run: relative delta (%) of every metric with its interval, coloured by verdict."""
+    from etalon.report.figures import new_figure, save_figure
+
+    fig = new_figure((6.5 * len(comparisons), 0.38 * max(len(v) for v in comparisons.values()) + 1.6))
+    axes = fig.subplots(1, len(comparisons), squeeze=False)[0]
+    for ax, (title, deltas) in zip(axes, comparisons.items()):
+        keys = [d.key for d in deltas][::-1]
+        rows = list(deltas)[::-1]
+        for i, d in enumerate(rows):
+            base = d.a if d.a else math.nan
+            mid, lo, hi = (100 * d.relative, 100 * d.low / base, 100 * d.high / base)
+            color = {WORSE: "tab:red", BETTER: "tab:green"}.get(d.verdict, "tab:gray")
+            if math.isfinite(mid):
+                ax.errorbar([mid], [i], xerr=[[max(mid - lo, 0)], [max(hi - mid, 0)]], fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(keys)), keys, fontsize=8)
+        ax.set_xlabel("B vs A (%); bars: simultaneous interval", fontsize=9)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("red: worse · green: better · gray: no detectable difference", fontsize=9)
+    return save_figure(fig, path)
+
+
+def write_comparison_page(path: Path, title: str, text: str, comparisons: dict[str, Sequence[MetricDelta]],
+                          figure: Path | None, notes: str = "") -> Path:
+    sections = [Section("verdict", text=text + ("\n\n" + notes if notes else ""))]
+    sections += [Section(name, tables=[Table(name, list(COLUMNS), table_rows(d))]) for name, d in comparisons.items()]
+    if figure is not None:
+        sections.append(Section("figure", figures=[figure]))
+    return write_page(path, title, sections)
+
+
+__all__ = ["format_table", "plot_deltas", "table_rows", "write_comparison_page"]
