@@ -47,6 +47,8 @@ class EndpointSpec:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     tokenizer: str | None = None
+    # What preflight learned about the server (etalon.clients.identity.ServerIdentity), or None.
+    server: Any = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

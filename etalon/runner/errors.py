@@ -30,5 +30,9 @@ def describe(exc: BaseException) -> str:
     inner: BaseException = exc
     while isinstance(inner, InstantiationException) and inner.__cause__ is not None:
         inner = inner.__cause__
-    text = str(inner).strip() or type(inner).__name__
-    return " ".join(text.split())
+    text = " ".join((str(inner).strip() or type(inner).__name__).split())
+    detail = getattr(inner, "detail", "")
+    if detail:  # a server's log tail: its lines stay lines
+        where = getattr(inner, "log_path", None)
+        text += f"\n--- last lines of {where or 'the server log'} ---\n{detail}"
+    return text

@@ -16,6 +16,9 @@ from etalon.runner.tracking import PARENT_TAG, tracked_run
 
 def load_config(dcfg: DictConfig) -> EtalonConfig:
     """Resolve and convert once; every cross-field check runs here, before any request is sent."""
+    from etalon.runner.endpoint import assign_port
+
+    assign_port(dcfg)
     cfg = OmegaConf.to_object(dcfg)
     assert isinstance(cfg, EtalonConfig)
     return cfg
@@ -45,7 +48,7 @@ def run_experiment(dcfg: DictConfig) -> float | None:
 
 
 def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
-    from etalon.runner.endpoint import endpoint_key, live_endpoint
+    from etalon.runner.endpoint import endpoint_key
     from etalon.runner.locks import endpoint_lock
 
     cfg = _validated(dcfg)
@@ -56,16 +59,47 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
         tags[PARENT_TAG] = parent_id
     name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.pipeline.name}"
     # Jobs of a Ray sweep that measure the same endpoint wait for each other here.
-    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or "")), tracked_run(cfg.tracking, name, tags) as tracker:
+    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or _server_url(cfg))), tracked_run(cfg.tracking, name, tags) as tracker:
         tracker.log_params(tracking_params(cfg, dcfg, secrets))
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)
         check_components(cfg)  # inside the run, so a bad value marks it FAILED with the reason
-        with live_endpoint(cfg) as (endpoint, key):
-            tracker.set_tags({"endpoint.base_url": endpoint.base_url})
-            results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
+        try:
+            with _endpoint_for(cfg, run_dir) as (endpoint, key):
+                tracker.set_tags({"endpoint.base_url": endpoint.base_url})
+                if endpoint.server is not None:
+                    tracker.log_params(_identity_params(endpoint.server))
+                results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
+        finally:
+            if (run_dir / "server.log").exists():
+                tracker.log_artifacts([run_dir / "server.log"])
     last = list(results.values())[-1]
     return last.scalars.get("output_tokens_per_s")
+
+
+def needs_own_endpoint(cfg: EtalonConfig) -> bool:
+    """False when every stage searches its own configs (each launching its own server): the job
+    then starts no server of its own, so no two servers run at once on a CPU-only host."""
+    return not all(isinstance(s.run, dict) and (s.run.get("configs") or s.run.get("grid"))
+                   for s in cfg.pipeline.stages)
+
+
+def _endpoint_for(cfg: EtalonConfig, run_dir: Path) -> Any:
+    from contextlib import nullcontext
+
+    from etalon.clients.base import EndpointSpec
+    from etalon.runner.endpoint import live_endpoint
+
+    if needs_own_endpoint(cfg):
+        return live_endpoint(cfg, run_dir)
+    url = cfg.endpoint.base_url or (cfg.server.base_url if cfg.server is not None else "http://unused")
+    return nullcontext((EndpointSpec(base_url=url, model=cfg.model.name), "none"))
+
+
+def _identity_params(identity: Any) -> dict[str, Any]:
+    return {"server.observed.max_model_len": identity.max_model_len,
+            "server.observed.version": identity.version,
+            "server.observed.command": " ".join(identity.command)[:6000] or None}
 
 
 def _validated(dcfg: DictConfig) -> EtalonConfig:
@@ -99,6 +133,10 @@ def check_components(cfg: EtalonConfig) -> None:
     for stage in cfg.pipeline.stages:
         instantiate(stage.run)
     max_total_tokens(cfg)
+
+
+def _server_url(cfg: EtalonConfig) -> str:
+    return cfg.server.base_url if cfg.launches_server and cfg.server is not None else ""
 
 
 def _sweep_parent_id(hydra_cfg: Any) -> str | None:
