@@ -45,6 +45,9 @@ class EndpointConfig:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     server: Any = None
+    # Prometheus /metrics polled during every run (null: off); metrics_url null: the server's own.
+    metrics_interval_s: float | None = 1.0
+    metrics_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.base_url is not None:
@@ -54,6 +57,11 @@ class EndpointConfig:
                 f"must start with http:// or https://, got {self.base_url!r}",
             )
         _require(self.timeout_s > 0, "endpoint.timeout_s", f"must be > 0, got {self.timeout_s}")
+        _require(
+            self.metrics_interval_s is None or self.metrics_interval_s > 0,
+            "endpoint.metrics_interval_s",
+            f"must be > 0 or null (no scraping), got {self.metrics_interval_s}",
+        )
         _require(
             self.connect_timeout_s > 0,
             "endpoint.connect_timeout_s",

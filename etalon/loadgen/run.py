@@ -15,6 +15,7 @@ import orjson
 
 from etalon.clients.base import EndpointError, EndpointSpec
 from etalon.clients.openai import preflight as _client_preflight
+from etalon.core.health import endpoint_gone
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.driver import KEEPALIVE_S
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from etalon.core.workload import Schedule
 
 STOP_INTERRUPTED = "interrupted"
+STOP_ENDPOINT_GONE = "endpoint gone"
 BACKENDS = ("ray", "local")
 # Warmed connections must still be pooled at the start: keep the gap well inside the pool's idle limit.
 MAX_WARM_START_DELAY_S = KEEPALIVE_S / 2
@@ -259,6 +261,8 @@ def _poll_until_done(
         errors = [s["error"] for s in statuses if s["error"]]
         if errors:
             return f"load actor failed: {errors[0]}"
+        if batch and (gone := endpoint_gone(collect.records)):
+            return f"{STOP_ENDPOINT_GONE}: {gone}"
         if should_stop is not None and (reason := should_stop(collect.records)):
             return reason
         if all(s["done"] for s in statuses):

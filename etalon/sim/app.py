@@ -29,9 +29,9 @@ class EmissionLog:
     def __init__(self, path: str) -> None:
         self._file = open(path, "ab")  # noqa: SIM115 - held open for the server's lifetime
 
-    def write(self, stream: TokenStream) -> None:
+    def write(self, stream: TokenStream, arrival_ns: int) -> None:
         self._file.write(orjson.dumps({
-            "request_id": stream.spec.request_id, "token_ns": stream.token_ns,
+            "request_id": stream.spec.request_id, "arrival_ns": arrival_ns, "token_ns": stream.token_ns,
             "prompt_tokens": stream.spec.prompt_tokens, "output_tokens": stream.emitted,
         }) + b"\n")
         self._file.flush()
@@ -54,6 +54,7 @@ class SimServer:
         self.rng = random.Random(config.seed)
         self.emission_log = EmissionLog(config.emission_log_path) if config.emission_log_path else None
         self._ids = itertools.count()
+        self._inflight: set[TokenStream] = set()  # so /metrics counts tokens as they are emitted
         self._task: asyncio.Task[None] | None = None
 
     def make_app(self) -> web.Application:
@@ -88,10 +89,15 @@ class SimServer:
     async def metrics(self, _request: web.Request) -> web.Response:
         scheduler = self.scheduler
         is_engine = isinstance(scheduler, EngineScheduler)
-        text = render_metrics(
-            self.config.served_model_name, self.counters, scheduler.running(), scheduler.waiting(),
-            scheduler.core.kv_usage() if is_engine else 0.0,
-            scheduler.core.num_preemptions if is_engine else 0, self.faults.counts)
+        streaming_tokens = sum(stream.emitted for stream in self._inflight)
+        self.counters.generation_tokens_total += streaming_tokens
+        try:
+            text = render_metrics(
+                self.config.served_model_name, self.counters, scheduler.running(), scheduler.waiting(),
+                scheduler.core.kv_usage() if is_engine else 0.0,
+                scheduler.core.num_preemptions if is_engine else 0, self.faults.counts)
+        finally:
+            self.counters.generation_tokens_total -= streaming_tokens
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -178,19 +184,22 @@ class SimServer:
 
     async def _run(self, stream: TokenStream, arrival_ns: int) -> None:
         self.scheduler.submit(stream, arrival_ns)
+        self._inflight.add(stream)
         try:
             await stream.done
         finally:
+            self._inflight.discard(stream)
             if stream.emitted < stream.spec.output_tokens:
                 self.scheduler.abort(stream)
-            self._account(stream)
+            self._account(stream, arrival_ns)
 
-    def _account(self, stream: TokenStream) -> None:
+    def _account(self, stream: TokenStream, arrival_ns: int) -> None:
         self.counters.generation_tokens_total += stream.emitted
         if stream.emitted >= stream.spec.output_tokens:
             self.counters.request_success_total[stream.spec.finish_reason] += 1
+            self.counters.observe_request(arrival_ns, stream.token_ns)
         if self.emission_log is not None:
-            self.emission_log.write(stream)
+            self.emission_log.write(stream, arrival_ns)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

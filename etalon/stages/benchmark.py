@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from etalon.config import ConfigError, EtalonConfig
 from etalon.core.records import RecordTable, RequestRecord
 from etalon.stages.base import StageContext, StageError, StageResult
+from etalon.stages.server_metrics import start_scraper, summarize_server
 
 log = logging.getLogger("etalon")
 
@@ -30,6 +31,15 @@ class Measurement:
     load: Any
     verdict: Any
     partial: bool
+    server: Any = None  # etalon.stages.server_metrics.ServerMetrics
+
+    @property
+    def endpoint_gone(self) -> str | None:
+        """The run stopped because the endpoint went away (every request failed to connect)."""
+        from etalon.loadgen.run import STOP_ENDPOINT_GONE
+
+        reason = self.load.stop_reason
+        return reason if reason and reason.startswith(STOP_ENDPOINT_GONE) else None
 
     @property
     def interrupted(self) -> bool:
@@ -58,9 +68,13 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
 
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
+    artifacts += m.server.artifacts
     if ctx.cfg.print_summary:
         print(format_summary(m.summary), flush=True)
+        if m.server.scalars:
+            print(format_server_line(m.server.scalars, m.summary.scalars()), flush=True)
     scalars = dict(m.summary.scalars())
+    scalars.update(m.server.scalars)
     if m.verdict is not None:
         scalars["slo_passed"] = float(m.verdict.passed)
     return StageResult(
@@ -72,6 +86,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
             "rate_rps": getattr(arrival, "rate_rps", None),
             "concurrency": getattr(arrival, "concurrency", None),
             "interrupted": m.interrupted,
+            "endpoint_gone": m.endpoint_gone,
         },
         artifacts=artifacts,
         partial=m.partial,
@@ -91,6 +106,7 @@ def measure(
     seed: int | None = None,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = False,
+    tracker: Any = None,
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
     here come from the config's workload group."""
@@ -111,24 +127,61 @@ def measure(
         max_total_tokens=max_total_tokens(cfg),
         seed=seed,
     )
+    check_fits_server(schedule, ctx.endpoint.server)
     prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
-    load = run_load(
-        schedule,
-        prompts,
-        ctx.endpoint,
-        load_settings(cfg),
-        records_path,
-        should_stop=should_stop,
-        progress=progress,
-    )
+    scraper = start_scraper(ctx)
+    try:
+        load = run_load(
+            schedule,
+            prompts,
+            ctx.endpoint,
+            load_settings(cfg),
+            records_path,
+            should_stop=should_stop,
+            progress=progress,
+        )
+    finally:
+        scrapes = scraper.stop() if scraper is not None else []
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
-    (out_dir / SUMMARY_FILE).write_bytes(
-        orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
-    return Measurement(records_path, table, summary, load, verdict, load.partial)
+    server = summarize_server(scrapes, table, load.wall_start_ns, summary.scalars(), out_dir,
+                              tracker if tracker is not None else ctx.tracker)
+    payload = {**summary.to_dict(), "server": server.scalars}
+    (out_dir / SUMMARY_FILE).write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    return Measurement(records_path, table, summary, load, verdict, load.partial, server)
+
+
+def check_fits_server(schedule: Any, identity: Any) -> None:
+    """Reject, before any request, a workload whose longest request exceeds the server's context."""
+    limit = getattr(identity, "max_model_len", None)
+    if limit is None or len(schedule.prompt_tokens) == 0:
+        return
+    totals = schedule.prompt_tokens.astype("int64") + schedule.output_tokens.astype("int64")
+    i = int(totals.argmax())
+    if int(totals[i]) > limit:
+        raise ConfigError(
+            f"workload: the longest request needs {int(totals[i])} tokens (prompt {int(schedule.prompt_tokens[i])} + "
+            f"output {int(schedule.output_tokens[i])}) but the server's context limit is {limit} "
+            f"({identity.context_source}); shorten the lengths or set workload.max_total_tokens<={limit}"
+        )
+
+
+def format_server_line(server: dict[str, float], client: dict[str, float]) -> str:
+    """Client vs server medians (the gap is network + client) and the server's mean load."""
+    parts = []
+    for kind, label in (("ttft", "TTFT"), ("itl", "TBT/ITL"), ("e2e", "e2e")):
+        key = {"ttft": "ttft", "itl": "tbt", "e2e": "e2e"}[kind]
+        if f"server_{kind}_p50_s" in server and f"{key}_p50_s" in client:
+            parts.append(f"{label} p50 client {client[f'{key}_p50_s'] * 1e3:.4g} ms / server "
+                         f"{server[f'server_{kind}_p50_s'] * 1e3:.4g} ms")
+    if "server_running_mean" in server:
+        parts.append(f"running {server['server_running_mean']:.3g} (client in flight "
+                     f"{server.get('client_inflight_mean', float('nan')):.3g})")
+    if "server_kv_cache_usage_max" in server:
+        parts.append(f"KV usage max {server['server_kv_cache_usage_max']:.1%}")
+    return "server (/metrics): " + "; ".join(parts)
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:

@@ -60,8 +60,17 @@ class SearchSettings:
     # With early_stop, probes before the first failure (the expansion) run this fraction of the
     # probe length; a short probe that ends up bounding the result is re-measured at full length.
     expand_fraction: float = 0.34
+    # Stop probing after this long (the whole search; no new probe starts past it); a grid of
+    # searches shares one absolute deadline (``deadline_unix_s``, set by the parallel stage).
+    time_limit_s: float | None = None
+    deadline_unix_s: float | None = None
+
+    def out_of_time(self) -> bool:
+        return self.deadline_unix_s is not None and time.time() >= self.deadline_unix_s
 
     def __post_init__(self) -> None:
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise StageError(f"capacity_search.time_limit_s={self.time_limit_s} must be > 0 or null")
         if not 0 < self.expand_fraction <= 1:
             raise StageError(f"capacity_search.expand_fraction={self.expand_fraction} must be within (0, 1]")
         if self.search not in SEARCH_KINDS:
@@ -93,6 +102,8 @@ def run(ctx: StageContext, *, configs: list[Any] | None = None, runner: Any = No
 def capacity(ctx: StageContext, settings: SearchSettings) -> StageResult:
     """One capacity search on ``ctx``'s config and endpoint: the single search code path, also
     what every parallel search task runs."""
+    if settings.time_limit_s is not None and settings.deadline_unix_s is None:
+        settings = dataclasses.replace(settings, deadline_unix_s=time.time() + settings.time_limit_s)
     slo = resolve_slo(ctx)
     runs = search(ctx, slo, settings)
     return finish(ctx, slo, settings, runs)
@@ -117,7 +128,10 @@ def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeR
                  "pass" if run_.probe.passed else "fail", run_.extra.get("metric"), run_.probe.value,
                  run_.probe.threshold, " [cached]" if run_.probe.cached else "",
                  f" [stopped: {run_.stop_reason}]" if run_.probe.early_stopped else "")
-        if run_.interrupted:
+        if run_.interrupted or run_.extra.get("endpoint_gone"):
+            break
+        if settings.out_of_time():
+            log.warning("capacity_search: time limit reached after %d probes; the result is partial", len(runs))
             break
     return runs
 
@@ -176,7 +190,7 @@ def probe(
             with ctx.endpoint_lock():
                 started = time.monotonic()  # time waiting for the lock is not the probe's
                 start_ns = time.time_ns()
-                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected)
+                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected, tracker)
                 window_ns = (start_ns, time.time_ns())
         else:
             table, meta = cached
@@ -188,7 +202,7 @@ def probe(
         tracker.log_params({"load": load, "search": settings.search, "probe_dir": str(probe_dir),
                             "short": settings is not full})
         tracker.set_tags({"etalon.cached": str(result.probe.cached).lower()})
-        tracker.log_metrics({**result.scalars, "slo_passed": float(result.probe.passed),
+        tracker.log_metrics({**result.scalars, **result.extra.get("server", {}), "slo_passed": float(result.probe.passed),
                              "early_stopped": float(result.probe.early_stopped),
                              "probe_duration_s": result.probe.duration_s})
     return result
@@ -232,7 +246,7 @@ def _early_stop(slo: Any, expected: tuple[int, int]) -> Any:
 
 def _measure_probe(
     ctx: StageContext, slo: Any, settings: SearchSettings, arrival: Any, lengths: Any,
-    probe_dir: Path, expected: tuple[int, int],
+    probe_dir: Path, expected: tuple[int, int], tracker: Any = None,
 ) -> tuple[RecordTable, dict[str, Any]]:
     from etalon.stages.benchmark import measure
 
@@ -243,12 +257,13 @@ def _measure_probe(
         ctx, arrival=arrival, lengths=lengths, out_dir=probe_dir, slo=slo,
         num_requests=settings.probe_requests, duration_s=settings.probe_duration_s,
         warmup_requests=_warmup(ctx, settings), seed=ctx.cfg.workload.seed,
-        should_stop=_early_stop(slo, expected) if settings.early_stop else None,
+        should_stop=_early_stop(slo, expected) if settings.early_stop else None, tracker=tracker,
     )
     reason = m.load.stop_reason
     kind = reason.split(":", 1)[0] if reason and reason.startswith((STOP_SLO, STOP_QUEUE)) else None
     meta = {"stop_reason": reason, "stop_kind": kind, "measured_s": m.load.duration_s,
-            "expected_requests": expected[0], "interrupted": m.interrupted}
+            "expected_requests": expected[0], "interrupted": m.interrupted, "endpoint_gone": m.endpoint_gone,
+            "server": m.server.scalars}
     if not m.interrupted and not (m.partial and kind is None):
         # Only finished (or deliberately stopped) probes are cached: an interrupted one re-runs.
         (probe_dir / PROBE_META).write_bytes(orjson.dumps(meta))
@@ -296,7 +311,8 @@ def judge_probe(
     return ProbeRun(p, scalars, {} if verdict is None else dict(verdict.values), meta["stop_reason"],
                     records_path, interrupted=bool(meta["interrupted"]),
                     extra={"metric": None if verdict is None else verdict.metric,
-                           "measured_s": meta.get("measured_s")})
+                           "measured_s": meta.get("measured_s"), "endpoint_gone": meta.get("endpoint_gone"),
+                           "server": meta.get("server") or {}})
 
 
 def best_run(runs: list[ProbeRun]) -> ProbeRun | None:
@@ -320,6 +336,9 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
         "lowest_failing": min((r.probe.load for r in runs if not r.probe.passed), default=None),
         "probes": [probe_row(r) for r in runs],
         "new_probes": sum(not r.probe.cached for r in runs),
+        "endpoint_gone": next((r.extra["endpoint_gone"] for r in runs if r.extra.get("endpoint_gone")), None),
+        "time_limit_reached": settings.out_of_time(),
+        "server_at_max": (best.extra.get("server") or {}) if best else {},
     }
     if settings.search == "concurrency":
         data["max_rate_rps"] = None  # a closed loop has no offered rate to hand on
@@ -338,7 +357,8 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
     if best is None:
         log.warning("capacity_search: no probed load met the SLO (lowest tried %.4g)", min(r.probe.load for r in runs))
     return StageResult(name=ctx.stage_name, stage_dir=ctx.stage_dir, scalars=scalars, data=data,
-                       artifacts=paths, partial=any(r.interrupted for r in runs))
+                       artifacts=paths, partial=any(r.interrupted for r in runs) or bool(data["endpoint_gone"])
+                       or bool(data["time_limit_reached"]))
 
 
 def probe_row(r: ProbeRun) -> dict[str, Any]:
