@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from etalon.config import EtalonConfig, TrackingConfig
-from etalon.stages.base import NullTracker, StageContext, StageResult
+from etalon.stages.base import NullTracker, StageContext, StageError, StageResult
 from etalon.stages.capacity_parallel import SearchConfig, SearchOutcome
 
 log = logging.getLogger("etalon")
@@ -35,6 +36,10 @@ class SearchJob:
     # tasks then serialise among themselves on a sub-key instead of waiting for the driver forever.
     held_keys: frozenset[str]
     lock_scope: str
+    # GPUs the task asks Ray for (tp x pp of a launched engine; 0 for the simulator or no launch).
+    gpus: int = 0
+    # A host-wide lock around the server's whole life: on a host without GPUs one server at a time.
+    serial_key: str | None = None
 
 
 @dataclass
@@ -52,8 +57,9 @@ class RaySearchRunner:
     ) -> list[SearchOutcome]:
         jobs = [self._job(ctx, c, params) for c in configs]  # compose and validate all before any task
         ray = _ray(self.ray_address)
-        task = ray.remote(search_task).options(num_cpus=self.num_cpus, max_retries=0)
-        refs = [task.remote(job) for job in jobs]
+        place_servers(jobs, float(ray.cluster_resources().get("GPU", 0)), uuid.uuid4().hex[:12])
+        task = ray.remote(search_task)
+        refs = [task.options(num_cpus=self.num_cpus, num_gpus=job.gpus, max_retries=0).remote(job) for job in jobs]
         log.info("capacity_search: %d searches started as Ray tasks", len(refs))
         try:
             return [_outcome(ray, ref, job) for ref, job in zip(refs, jobs)]
@@ -78,16 +84,70 @@ class RaySearchRunner:
         )
 
 
+def place_servers(jobs: list[SearchJob], cluster_gpus: float, scope: str) -> None:
+    """Ask Ray for tp x pp GPUs per launched engine (so no two servers share a GPU); where Ray sees
+    no GPU, servers take turns on the host. A server larger than the cluster fails here."""
+    import socket
+
+    for job in jobs:
+        server = job.cfg.server if job.cfg.launches_server else None
+        if server is None:
+            continue
+        need = 0 if server.engine == "sim" else server.gpus
+        if cluster_gpus >= 1 and need > cluster_gpus:
+            raise StageError(f"capacity_search[{job.config.label}]: server.args.tensor_parallel_size x "
+                             f"pipeline_parallel_size = {need} GPUs per server, but Ray sees {cluster_gpus:g}")
+        if cluster_gpus < 1 and need > 1:
+            raise StageError(f"capacity_search[{job.config.label}]: server.args.tensor_parallel_size x "
+                             f"pipeline_parallel_size = {need} GPUs per server, but Ray sees no GPU")
+        if cluster_gpus >= 1 and need >= 1:
+            job.gpus = need
+        else:
+            job.serial_key = f"launch@{socket.gethostname()}#{scope}"
+
+
 def search_task(job: SearchJob) -> SearchOutcome:
     """The body of one Ray task: own endpoint, own nested MLflow run, the single-search code path."""
-    from etalon.runner.endpoint import live_endpoint
     from etalon.runner.experiment import check_components
     from etalon.runner.locks import endpoint_lock
-    from etalon.stages.capacity_search import SearchSettings, capacity
+    from etalon.stages.capacity_search import SearchSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     check_components(job.cfg)
-    with live_endpoint(job.cfg) as (spec, key), search_tracker(job) as tracker:
+    settings = SearchSettings(**job.params)
+    if settings.out_of_time():
+        raise StageError("time limit reached before this search started (capacity_search.time_limit_s)")
+    job.stage_dir.mkdir(parents=True, exist_ok=True)
+    with (endpoint_lock(job.serial_key) if job.serial_key else nullcontext()):
+        window = [time.time_ns(), 0]
+        try:
+            return _search(job, settings)
+        finally:
+            window[1] = time.time_ns()
+            _log_window(job, window)
+
+
+def _log_window(job: SearchJob, window: list[int]) -> None:
+    """When this task's server ran (wall ns), for the comparison (and the one-at-a-time check)."""
+    (job.stage_dir / "server_window_ns.json").write_text(f"[{window[0]}, {window[1]}]\n")
+
+
+def _search(job: SearchJob, settings: Any) -> SearchOutcome:
+    with search_tracker(job) as tracker:
+        result, key = _search_on_server(job, settings, tracker)
+        if (job.stage_dir / "server.log").exists():  # complete now: the server has stopped
+            tracker.log_artifacts([job.stage_dir / "server.log"])
+    return SearchOutcome(job.config.label, job.config.overrides, key, result.data, result.scalars,
+                         result.stage_dir)
+
+
+def _search_on_server(job: SearchJob, settings: Any, tracker: Any) -> tuple[StageResult, str]:
+    from etalon.runner.endpoint import live_endpoint
+    from etalon.runner.locks import endpoint_lock
+    from etalon.stages.base import EndpointGoneError
+    from etalon.stages.capacity_search import capacity
+
+    with live_endpoint(job.cfg, job.stage_dir) as (spec, key):
         lock_key = f"{key}#{job.lock_scope}" if key in job.held_keys else key
         tracker.set_tags({"endpoint.base_url": spec.base_url, "etalon.endpoint_key": key})
         tracker.log_params({"config": job.config.label, "overrides": " ".join(job.config.overrides)})
@@ -96,11 +156,12 @@ def search_task(job: SearchJob) -> SearchOutcome:
             stage_dir=job.stage_dir, endpoint=spec, endpoint_key=key, results=job.results,
             tracker=tracker, cache_dir=Path(job.cfg.cache_dir), endpoint_lock=lambda: endpoint_lock(lock_key),
         )
-        result = capacity(ctx, SearchSettings(**job.params))
+        result = capacity(ctx, settings)
         tracker.log_metrics(result.scalars)
         tracker.log_artifacts(result.artifacts)
-    return SearchOutcome(job.config.label, job.config.overrides, key, result.data, result.scalars,
-                         result.stage_dir)
+        if result.data.get("endpoint_gone"):
+            raise EndpointGoneError(f"capacity_search[{job.config.label}]: {result.data['endpoint_gone']}")
+    return result, key
 
 
 @contextmanager

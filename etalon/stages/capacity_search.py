@@ -84,18 +84,20 @@ class SearchSettings:
 
 
 def run(ctx: StageContext, *, configs: list[Any] | None = None, runner: Any = None,
-        labels: list[str] | None = None, **params: Any) -> StageResult:
+        labels: list[str] | None = None, grid: dict[str, list[Any]] | None = None, **params: Any) -> StageResult:
     """Search the highest request rate (or closed-loop concurrency) meeting the SLO.
 
     Parameters: ``search`` ("rate" | "concurrency"), ``start_rate_rps``, ``growth``, ``precision``
     (relative bracket width to stop at), ``max_probes``, ``probe_requests``, ``probe_duration_s``,
     ``warmup_requests``, ``early_stop``, ``interpolate``, ``expand_fraction``. ``configs`` (a list of Hydra override
     lists, relative to the experiment's config) runs one search per config in parallel on Ray,
-    with ``runner`` and ``labels`` (see capacity_parallel) and ends with a comparison.
+    with ``runner`` and ``labels`` (see capacity_parallel) and ends with a comparison; ``grid``
+    (override key -> values, e.g. ``{"server": ["vllm", "sglang"], "server.args.max_num_seqs": [64, 128]}``)
+    crosses every config with every combination. ``time_limit_s`` bounds the whole search (grid).
     """
-    if configs:
+    if configs or grid:
         from etalon.stages.capacity_parallel import run_parallel
-        return run_parallel(ctx, configs=configs, runner=runner, labels=labels, **params)
+        return run_parallel(ctx, configs=configs, runner=runner, labels=labels, grid=grid, **params)
     return capacity(ctx, SearchSettings(**params))
 
 
