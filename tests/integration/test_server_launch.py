@@ -171,3 +171,39 @@ def test_unparsable_or_absent_metrics_warn_once_and_scrape_nothing(caplog: pytes
         absent = MetricsScraper(f"http://127.0.0.1:{server.port}/nothing", 0.05).start()
         assert absent.stop() == [] and "HTTP 404" in (absent.failed or "")
     assert sum("server metrics: GET" in r.message for r in caplog.records) == 2
+
+
+def _job(label: str, overrides: list[str]):  # noqa: ANN202 - a SearchJob stand-in with what place_servers reads
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=SimpleNamespace(label=label), cfg=compose_config(overrides), gpus=0,
+                           serial_key=None, lock_scope="x")
+
+
+def test_servers_get_tp_x_pp_gpus_or_take_turns_on_a_host_without_gpus() -> None:
+    from etalon.runner.parallel import place_servers
+    from etalon.stages.base import StageError
+
+    vllm = _job("tp2", ["server=vllm", "server.args.tensor_parallel_size=2"])
+    sim = _job("sim", ["server=sim"])
+    place_servers([vllm, sim], cluster_gpus=4, scope="s")
+    assert vllm.gpus == 2 and vllm.serial_key is None  # Ray places it on 2 GPUs of its own
+    assert sim.gpus == 0 and sim.serial_key is not None and sim.serial_key.startswith("launch@")
+    big = _job("tp4pp2", ["server=vllm", "server.args.tensor_parallel_size=4", "server.args.pipeline_parallel_size=2"])
+    with pytest.raises(StageError, match="= 8 GPUs per server, but Ray sees 4"):
+        place_servers([big], cluster_gpus=4, scope="s")
+    with pytest.raises(StageError, match="but Ray sees no GPU"):
+        place_servers([vllm], cluster_gpus=0, scope="s")
+    cpu = _job("cpu", ["server=vllm"])
+    place_servers([cpu, _job("cpu2", ["server=vllm"])], cluster_gpus=0, scope="s")
+    assert cpu.gpus == 0 and cpu.serial_key == f"launch@{socket.gethostname()}#s"
+
+
+def test_a_search_time_limit_becomes_one_deadline() -> None:
+    import time
+
+    from etalon.stages.capacity_search import SearchSettings
+
+    assert not SearchSettings(time_limit_s=60).out_of_time()  # relative until a search starts
+    assert SearchSettings(deadline_unix_s=time.time() - 1).out_of_time()
+    assert not SearchSettings(deadline_unix_s=time.time() + 60).out_of_time()
