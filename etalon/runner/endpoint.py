@@ -107,12 +107,27 @@ def _start_server(cfg: EtalonConfig, log_dir: Path | None, stack: ExitStack) -> 
     from etalon.runner.launch import SERVER_LOG, LaunchedServer, sigterm_as_interrupt
 
     assert cfg.server is not None
-    launched = LaunchedServer(cfg.server, (log_dir or Path(".")) / SERVER_LOG)
+    if log_dir is None:  # no run directory (library use): a fresh temporary one, never the cwd
+        import tempfile
+
+        log_dir = Path(tempfile.mkdtemp(prefix="etalon-server-"))
+    launched = LaunchedServer(with_port(cfg.server), log_dir / SERVER_LOG)
     stack.enter_context(sigterm_as_interrupt())
     stack.callback(launched.stop)
-    print(f"etalon: launching {cfg.server.name} on port {cfg.server.port} (log: {launched.log_path})",
+    print(f"etalon: launching {cfg.server.name} on port {launched.server.port} (log: {launched.log_path})",
           file=sys.stderr, flush=True)
     return launched.start(), launched
+
+
+def with_port(server: Any) -> Any:
+    """``server`` with a port: a config converted without ``load_config`` (library use) still has
+    ``port: null``, and its command a null where ``${server.port}`` resolved; both get a free port."""
+    if server.port is not None:
+        return server
+    from etalon.runner.launch import pick_free_port
+
+    port = pick_free_port(server.host)
+    return dataclasses.replace(server, port=port, command=[port if part is None else part for part in server.command])
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ class LatencyHistogram:
         self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
         self.sum = 0.0
         self.count = 0
+        self._prefixes: list[str] | None = None  # the bucket lines' text up to the value, built once
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
@@ -28,11 +30,12 @@ class LatencyHistogram:
         self.count += 1
 
     def render(self, name: str, label: str) -> list[str]:
+        # Rendered on the server's event loop at every scrape: keep it to one join per bucket.
+        if self._prefixes is None:
+            bounds = (*[f"{b:.9g}" for b in self.buckets], "+Inf")
+            self._prefixes = [f'{name}_bucket{{{label},le="{bound}"}} ' for bound in bounds]
         lines = [f"# TYPE {name} histogram"]
-        total = 0
-        for bound, n in zip((*[f"{b:.9g}" for b in self.buckets], "+Inf"), self.counts):
-            total += n
-            lines.append(f'{name}_bucket{{{label},le="{bound}"}} {total}')
+        lines += [prefix + str(total) for prefix, total in zip(self._prefixes, itertools.accumulate(self.counts))]
         lines += [f"{name}_sum{{{label}}} {self.sum:.9g}", f"{name}_count{{{label}}} {self.count}"]
         return lines
 

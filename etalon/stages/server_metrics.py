@@ -38,9 +38,11 @@ def metrics_url(ctx: StageContext) -> str | None:
         return None
     if getattr(cfg.endpoint, "metrics_url", None):
         return str(cfg.endpoint.metrics_url)
+    base = ctx.endpoint.base_url.rstrip("/")
     if cfg.launches_server and cfg.server is not None:
-        return None if not cfg.server.metrics_path else cfg.server.root_url + cfg.server.metrics_path
-    return ctx.endpoint.base_url.rstrip("/").removesuffix("/v1") + "/metrics"
+        root = base.removesuffix(cfg.server.api_path.rstrip("/")) if cfg.server.api_path else base
+        return None if not cfg.server.metrics_path else root + cfg.server.metrics_path
+    return base.removesuffix("/v1") + "/metrics"
 
 
 def start_scraper(ctx: StageContext) -> Any:
