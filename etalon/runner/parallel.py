@@ -84,6 +84,27 @@ class RaySearchRunner:
         )
 
 
+@dataclass
+class LocalSearchRunner(RaySearchRunner):
+    """The same searches one after another in this process (no Ray to start): one server at a time
+    by construction. For a single search (the calibrated twin) or a host where Ray is unwanted."""
+
+    def run_searches(
+        self, ctx: StageContext, configs: list[SearchConfig], params: dict[str, Any]
+    ) -> list[SearchOutcome]:
+        jobs = [self._job(ctx, c, params) for c in configs]  # compose and validate all before any search
+        place_servers(jobs, 0.0, uuid.uuid4().hex[:12])
+        outcomes = []
+        for job in jobs:
+            job.serial_key = None  # sequential already; no Ray lock to take
+            try:
+                outcomes.append(search_task(job))
+            except Exception as exc:  # noqa: BLE001 - one failed config is a row, as on Ray
+                outcomes.append(dataclasses.replace(SearchOutcome(job.config.label, job.config.overrides),
+                                                    error=f"{type(exc).__name__}: {exc}"))
+        return outcomes
+
+
 def place_servers(jobs: list[SearchJob], cluster_gpus: float, scope: str) -> None:
     """Ask Ray for tp x pp GPUs per launched engine (so no two servers share a GPU); where Ray sees
     no GPU, servers take turns on the host. A server larger than the cluster fails here."""
@@ -222,4 +243,4 @@ def _outcome(ray: Any, ref: Any, job: SearchJob) -> SearchOutcome:
                                    error=f"{type(cause).__name__}: {message}")
 
 
-__all__ = ["RaySearchRunner", "SearchJob", "compose_config", "search_task"]
+__all__ = ["LocalSearchRunner", "RaySearchRunner", "SearchJob", "compose_config", "place_servers", "search_task"]
