@@ -56,18 +56,22 @@ def fetch_text(url: str, headers: dict[str, str] | None = None) -> str:
 
 class MetricsScraper:
     """Scrapes ``url`` every ``interval_s`` on a daemon thread; ``start`` and ``stop`` each take
-    one scrape themselves, so the run window is bracketed. Each text is parsed on the scraper
-    thread as it arrives (a long run would otherwise wait minutes at its end); with
-    ``client=local`` that parse shares the interpreter with the load driver, with the default Ray
-    actors it does not. A failure warns once and ends scraping for this run; the run goes on."""
+    one scrape themselves, so the run window is bracketed. ``parse_live``: parse each text on the
+    scraper thread as it arrives (a long run does not wait at its end; right when the load actors
+    are other processes); otherwise keep the text and parse at ``stop``, so parsing (~0.1 s for a
+    large exposition) never competes for the interpreter with an in-process load driver. A
+    failure warns once and ends scraping for this run; the run itself goes on."""
 
-    def __init__(self, url: str, interval_s: float = 1.0, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, interval_s: float = 1.0, headers: dict[str, str] | None = None,
+                 parse_live: bool = True) -> None:
         if interval_s <= 0:
             raise ValueError(f"server metrics interval must be > 0 s, got {interval_s}")
         self.url = url
         self.interval_s = interval_s
         self.headers = dict(headers or {})
         self.scrapes: list[Scrape] = []
+        self.parse_live = parse_live
+        self._texts: list[tuple[int, str]] = []
         self.failed: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,11 +81,14 @@ class MetricsScraper:
             return False
         at_ns = time.time_ns()
         try:
-            samples = fetch_metrics(self.url, self.headers)
+            text = fetch_text(self.url, self.headers)
+            if self.parse_live:
+                self.scrapes.append(Scrape(at_ns, parse_metrics_text(text)))
+            else:
+                self._texts.append((at_ns, text))
         except ScrapeError as exc:
             self._fail(str(exc))
             return False
-        self.scrapes.append(Scrape(at_ns, samples))
         return True
 
     def _fail(self, why: str) -> None:
@@ -108,6 +115,12 @@ class MetricsScraper:
         if self._thread is not None:
             self._thread.join(timeout=SCRAPE_TIMEOUT_S + self.interval_s)
             self._scrape_once()
+        texts, self._texts = self._texts, []
+        try:
+            self.scrapes += [Scrape(at_ns, parse_metrics_text(text)) for at_ns, text in texts]
+        except ScrapeError as exc:
+            self._fail(str(exc))
+            self.scrapes = []
         return self.scrapes
 
     def __enter__(self) -> MetricsScraper:

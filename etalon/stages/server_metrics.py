@@ -51,7 +51,9 @@ def start_scraper(ctx: StageContext) -> Any:
     url = metrics_url(ctx)
     if url is None:
         return None
-    scraper = MetricsScraper(url, float(ctx.cfg.endpoint.metrics_interval_s), ctx.endpoint.request_headers())
+    # An in-process load driver (client=local) must not share the interpreter with parsing.
+    scraper = MetricsScraper(url, float(ctx.cfg.endpoint.metrics_interval_s), ctx.endpoint.request_headers(),
+                             parse_live=ctx.cfg.client.backend != "local")
     return scraper.start()
 
 
