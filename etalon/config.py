@@ -125,10 +125,17 @@ class ServerConfig:
 
 @dataclass
 class WorkloadConfig:
-    """Arrival process, length sampler, size of the run, warm-up and seed."""
+    """Arrival process, length sampler, prompt source, sessions, size of the run, warm-up and seed.
+
+    ``prompts`` (a ``_target_``; null = synthetic unique text) says what requests contain;
+    ``sessions`` (null = independent requests) makes each arrival a multi-turn conversation, and
+    then ``num_requests``/``warmup_requests`` count sessions.
+    """
 
     arrival: Any = MISSING
     lengths: Any = MISSING
+    prompts: Any = None
+    sessions: Any = None
     num_requests: int | None = 100
     duration_s: float | None = None
     warmup_requests: int = 0

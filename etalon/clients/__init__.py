@@ -5,6 +5,7 @@ from __future__ import annotations
 from etalon.clients.base import (
     Client,
     EndpointError,
+    EndpointProtocolError,
     EndpointSpec,
     EndpointStatusError,
     EndpointUnreachableError,
@@ -15,6 +16,7 @@ from etalon.clients.base import (
 __all__ = [
     "Client",
     "EndpointError",
+    "EndpointProtocolError",
     "EndpointSpec",
     "EndpointStatusError",
     "EndpointUnreachableError",

@@ -12,19 +12,24 @@ if TYPE_CHECKING:
     from etalon.core.records import RequestRecord
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a run builds millions, and frozen init costs twice as much
 class PlannedRequest:
     """One request as the load driver hands it to a client.
 
-    ``scheduled_ns`` is the planned send time in ns since the run's planned start.
+    ``scheduled_ns`` is the planned send time in ns since the run's planned start. ``prompt`` is a
+    text (sent as one user message) or a list of chat messages (``{"role", "content"}`` dicts; a
+    completions client sends their contents concatenated).
     """
 
     request_id: int
-    prompt: str
+    prompt: str | list[dict[str, str]]
     prompt_tokens: int
     max_tokens: int
     scheduled_ns: int
     warmup: bool = False
+    session_id: int | None = None
+    turn: int | None = None
+    load_stage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,12 @@ class EndpointSpec:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
+    def secret_values(self) -> list[str]:
+        """What must never appear in a record or message: the API key and secret-named headers."""
+        from etalon.core.redaction import header_secrets, secret_values
+
+        return secret_values([self.api_key, *header_secrets(self.headers)])
+
 
 class Client(Protocol):
     """Sends one request and returns what happened as a record; never raises on a failed request."""
@@ -83,6 +94,10 @@ class EndpointError(Exception):
 
 class EndpointUnreachableError(EndpointError):
     """Connection refused, DNS failure or timeout while reaching the endpoint."""
+
+
+class EndpointProtocolError(EndpointError):
+    """The endpoint answered, but not as an OpenAI-compatible server (e.g. an HTML page)."""
 
 
 class EndpointStatusError(EndpointError):

@@ -29,11 +29,13 @@ import numpy as np
 import orjson
 
 from etalon.clients.base import (
+    EndpointProtocolError,
     EndpointSpec,
     EndpointStatusError,
     EndpointUnreachableError,
     PlannedRequest,
 )
+from etalon.core.redaction import redact_text
 from etalon.core.records import STATUS_ERROR, RequestRecord
 
 ERROR_MESSAGE_CHARS = 500
@@ -72,11 +74,14 @@ class OpenAIStreamingClient:
             total=spec.timeout_s, sock_connect=spec.connect_timeout_s
         )
         self._count_tokens = _token_counter(spec.tokenizer) if spec.tokenizer else None
+        self._secrets = spec.secret_values()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self._url!r}, model={self.spec.model!r})"
 
     def prompt_fields(self, request: PlannedRequest) -> dict[str, Any]:
+        if isinstance(request.prompt, list):
+            return {"messages": request.prompt}
         return {"messages": [{"role": "user", "content": request.prompt}]}
 
     @staticmethod
@@ -104,24 +109,44 @@ class OpenAIStreamingClient:
         self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
     ) -> RequestRecord:
         """Send one streaming request; every failure (and cancellation) becomes an error record."""
+        record, _ = await self._exchange(session, request, epoch_ns)
+        return record
+
+    async def exchange(
+        self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
+    ) -> tuple[RequestRecord, str]:
+        """``send``, also returning the text the server streamed (a conversation's next history)."""
+        record, state = await self._exchange(session, request, epoch_ns)
+        return record, "".join(state.texts)
+
+    async def _exchange(
+        self, session: aiohttp.ClientSession, request: PlannedRequest, epoch_ns: int
+    ) -> tuple[RequestRecord, _StreamState]:
         record = RequestRecord(
             request_id=request.request_id,
             scheduled_ns=request.scheduled_ns,
             prompt_tokens=request.prompt_tokens,
             requested_output_tokens=request.max_tokens,
             warmup=request.warmup,
+            session_id=request.session_id,
+            turn=request.turn,
+            load_stage=request.load_stage,
         )
         state = _StreamState()
         headers = {**self._headers, "X-Request-Id": str(request.request_id)}
         data = self.body(request)
         record.sent_ns = time.monotonic_ns() - epoch_ns
         try:
+            # Redirects are not followed: the key would go to another host, and a 302/303 turns the
+            # POST into a GET. A redirect is an error record naming where it pointed.
             async with session.post(
-                self._url, data=data, headers=headers, timeout=self._timeout
+                self._url, data=data, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
                 record.http_status = resp.status
                 if resp.status >= 400:
                     state.fail("http_error", f"HTTP {resp.status}: {await _error_text(resp)}")
+                elif resp.status >= 300:
+                    state.fail("redirect", _redirect_message(resp))
                 else:
                     await self._read_stream(resp, epoch_ns, state)
         except asyncio.CancelledError:
@@ -130,8 +155,19 @@ class OpenAIStreamingClient:
         except Exception as exc:  # noqa: BLE001 - every failure must become a record
             state.fail(*_classify(exc, started=record.http_status is not None))
         record.end_ns = time.monotonic_ns() - epoch_ns
-        self._finish(record, state)
-        return record
+        self._finish_guarded(record, state)
+        return record, state
+
+    def _finish_guarded(self, record: RequestRecord, state: _StreamState) -> None:
+        """``_finish``, and whatever the server sent, one record; secrets never in its message."""
+        try:
+            self._finish(record, state)
+        except Exception as exc:  # noqa: BLE001 - a record is owed for every request sent
+            record.token_ns, record.first_token_ns, record.output_tokens = [], None, 0
+            record.status, record.error_type = STATUS_ERROR, "client_error"
+            record.error_message = f"cannot build the record: {type(exc).__name__}: {exc}"
+        if record.error_message and self._secrets:
+            record.error_message = redact_text(record.error_message, self._secrets)
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, epoch_ns: int, state: _StreamState
@@ -146,6 +182,7 @@ class OpenAIStreamingClient:
         texts = state.texts
         readany = resp.content.readany
         pending = b""
+        parsed = 0  # JSON events seen: a stream of [DONE] alone answered nothing
         while data := await readany():
             now_ns = clock() - epoch_ns
             if pending:
@@ -163,22 +200,33 @@ class OpenAIStreamingClient:
                     continue
                 try:
                     obj = loads(payload)
+                    parsed += 1
                     choices = obj.get("choices")
                     if choices:
                         text = chunk_text(choices[0])
                         if text:
+                            if type(text) is not str:
+                                state.fail("malformed_chunk", f"text is not a string: {event[:200]!r}")
+                                return
                             times.append(now_ns)
                             texts.append(text)
                     usage = obj.get("usage")
                     if usage:
+                        if type(usage) is not dict:
+                            state.fail("malformed_usage", f"usage is not an object: {event[:200]!r}")
+                            return
                         state.usage = usage
                     if "error" in obj:
                         state.fail("stream_error", _message_of(obj))
                         return
-                except (orjson.JSONDecodeError, AttributeError, TypeError, IndexError):
+                except (orjson.JSONDecodeError, AttributeError, TypeError, IndexError, KeyError):
                     if _is_done(payload):
+                        # [DONE] ends the stream: whatever a server sends after it is not parsed.
                         state.done = True
-                        continue
+                        if not parsed:
+                            state.fail("empty_stream", "stream held no event before data: [DONE]")
+                        await _drain_after_done(resp)
+                        return
                     if not payload.strip():
                         continue  # an empty data field dispatches no event (SSE): a keep-alive
                     state.fail("malformed_chunk", f"cannot parse SSE event: {event[:200]!r}")
@@ -187,8 +235,10 @@ class OpenAIStreamingClient:
             state.fail("stream_broken", "stream ended without data: [DONE]")
 
     def _finish(self, record: RequestRecord, state: _StreamState) -> None:
-        usage_tokens = (state.usage or {}).get("completion_tokens")
-        if isinstance(usage_tokens, int) and usage_tokens >= 0:
+        if state.usage is not None:
+            record.server_prompt_tokens, record.cached_tokens = prompt_usage(state.usage)
+        usage_tokens = _usage_tokens(state, record.requested_output_tokens)
+        if usage_tokens is not None:
             n_tokens, record.output_tokens_source = usage_tokens, "usage"
         elif self._count_tokens is not None:
             n_tokens = self._count_tokens("".join(state.texts)) if state.texts else 0
@@ -216,11 +266,27 @@ class OpenAICompletionsClient(OpenAIStreamingClient):
     path = "/completions"
 
     def prompt_fields(self, request: PlannedRequest) -> dict[str, Any]:
+        if isinstance(request.prompt, list):
+            return {"prompt": "".join(m.get("content") or "" for m in request.prompt)}
         return {"prompt": request.prompt}
 
     @staticmethod
     def chunk_text(choice: dict[str, Any]) -> str | None:
         return choice.get("text")
+
+
+def prompt_usage(usage: Any) -> tuple[int | None, int | None]:
+    """``(usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens)``; None where absent or
+    not a non-negative integer (a server's usage block is untrusted input)."""
+    if not isinstance(usage, dict):
+        return None, None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return _count_or_none(usage.get("prompt_tokens")), _count_or_none(cached)
+
+
+def _count_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> list[int]:
@@ -240,6 +306,42 @@ def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> lis
     if leftover:
         counts[np.argsort(counts - quota, kind="stable")[:leftover]] += 1
     return np.repeat(np.asarray(times, dtype=np.int64), counts + 1).tolist()
+
+
+async def _drain_after_done(resp: aiohttp.ClientResponse) -> None:
+    """Read the rest of the body unparsed, as far as its end (which ends the request, as before),
+    so the connection goes back to the pool. Nothing read or failing here changes the record; the
+    request timeout still bounds a server that keeps sending after [DONE]."""
+    try:
+        while await resp.content.readany():
+            pass
+    except (TimeoutError, aiohttp.ClientError):
+        pass
+
+
+def _usage_tokens(state: _StreamState, requested_tokens: int) -> int | None:
+    """``usage.completion_tokens`` if it is a plausible count, else None (and the stream fails).
+
+    Plausible: an int (not a bool) from 0 to the larger of the tokens requested and what the text
+    can hold (4 per character: a UTF-8 character is at most 4 byte-level tokens, plus one per chunk).
+    Hidden reasoning tokens count in usage but stay within the tokens requested.
+    """
+    if state.usage is None or "completion_tokens" not in state.usage:
+        return None
+    value = state.usage["completion_tokens"]
+    text_chars = sum(len(t) for t in state.texts)
+    limit = max(requested_tokens, 4 * text_chars + len(state.texts))
+    if type(value) is int and 0 <= value <= limit:
+        return value
+    state.fail("malformed_usage", f"usage.completion_tokens={str(value)[:80]!r} is not a token count "
+               f"from 0 to {limit} (requested {requested_tokens}, {text_chars} characters received)")
+    return None
+
+
+def _redirect_message(resp: aiohttp.ClientResponse) -> str:
+    location = resp.headers.get("Location", "")[:200]
+    return (f"HTTP {resp.status} redirect to {location!r} not followed: requests and credentials "
+            "go only to the configured endpoint (set endpoint.base_url to the final URL)")
 
 
 def _token_counter(name: str) -> Callable[[str], int]:
@@ -304,18 +406,38 @@ async def check_endpoint(session: aiohttp.ClientSession, spec: EndpointSpec) -> 
     """GET ``{base_url}/models``; return the served model ids, or raise a typed EndpointError."""
     url = spec.base_url.rstrip("/") + "/models"
     timeout = aiohttp.ClientTimeout(total=spec.connect_timeout_s)
+    secrets = spec.secret_values()
     try:
-        async with session.get(url, headers=spec.request_headers(), timeout=timeout) as resp:
+        async with session.get(
+            url, headers=spec.request_headers(), timeout=timeout, allow_redirects=False
+        ) as resp:
             if resp.status in (401, 403) or resp.status >= 500:
-                raise EndpointStatusError(url, resp.status, await _error_text(resp))
+                text = redact_text(await _error_text(resp), secrets)
+                raise EndpointStatusError(url, resp.status, text)
+            if 300 <= resp.status < 400:
+                raise EndpointStatusError(url, resp.status, _redirect_message(resp))
             if resp.status >= 400:
                 return []  # reachable; some servers simply do not list models
             body = await resp.read()
+            content_type = resp.headers.get("Content-Type", "")
     except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
         raise EndpointUnreachableError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+    return _model_ids(url, body, content_type, secrets)
+
+
+def _model_ids(url: str, body: bytes, content_type: str, secrets: list[str]) -> list[str]:
+    """The ids of an OpenAI model list; a 200 that is not JSON is not an OpenAI endpoint."""
     try:
-        return [str(m["id"]) for m in orjson.loads(body).get("data", [])]
-    except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
+        listing = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        start = redact_text(body[:120].decode(errors="replace"), secrets)
+        raise EndpointProtocolError(
+            f"{url} answered HTTP 200 with {content_type or 'no content type'}, not an OpenAI model "
+            f"list (starts {' '.join(start.split())!r}): is endpoint.base_url the API root (.../v1)?"
+        ) from None
+    try:
+        return [str(m["id"]) for m in listing.get("data", [])]
+    except (AttributeError, TypeError, KeyError):
         return []
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from etalon.clients.base import EndpointSpec, EndpointStatusError, EndpointUnreachableError
+from etalon.core.redaction import redact_text
 
 WARM_PATH = "/models"
 MESSAGE_CHARS = 300
@@ -75,7 +76,9 @@ async def _open_one(session: aiohttp.ClientSession, spec: EndpointSpec) -> None:
     url = spec.base_url.rstrip("/") + WARM_PATH
     timeout = aiohttp.ClientTimeout(total=spec.connect_timeout_s)
     try:
-        async with session.get(url, headers=spec.request_headers(), timeout=timeout) as resp:
+        async with session.get(
+            url, headers=spec.request_headers(), timeout=timeout, allow_redirects=False
+        ) as resp:
             body = await resp.read()  # a body not read to its end makes aiohttp drop the connection
     except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
         raise EndpointUnreachableError(
@@ -83,6 +86,7 @@ async def _open_one(session: aiohttp.ClientSession, spec: EndpointSpec) -> None:
             f"{type(exc).__name__}: {exc}"
         ) from exc
     # 404 is fine (some servers list no models): the connection is open and reusable all the same.
-    if resp.status in (401, 403) or resp.status >= 500:
+    if resp.status in (401, 403) or resp.status >= 500 or 300 <= resp.status < 400:
         text = body[:MESSAGE_CHARS].decode(errors="replace").strip() or resp.reason or ""
+        text = redact_text(text, spec.secret_values())
         raise EndpointStatusError(url, resp.status, f"{text} (during connection warm-up)")

@@ -92,16 +92,18 @@ def _count_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
     return [len(ids) for ids in _encode_many(tokenizer, texts)]
 
 
-def _draft_pieces(pool: WordPool, num_tokens: int, request_index: int, rng: np.random.Generator) -> list[str]:
+def _draft_pieces(pool: WordPool, num_tokens: int, request_index: int, rng: np.random.Generator,
+                  continuation: bool = False) -> list[str]:
     """Draft ``num_tokens`` one-token pieces; the first two are unique per request index.
 
     A unique start means no two requests share a prefix, so servers cannot hit their prefix cache.
     """
-    num_heads, num_words = len(pool.heads), len(pool.words)
+    firsts = pool.words if continuation else pool.heads
+    num_heads, num_words = len(firsts), len(pool.words)
     offset = int(rng.integers(num_heads * num_words))
     slot = (request_index + offset) % (num_heads * num_words)
     pieces = pool.words[rng.integers(num_words, size=num_tokens)]
-    pieces[0] = pool.heads[slot % num_heads]
+    pieces[0] = firsts[slot % num_heads]
     if num_tokens > 1:
         pieces[1] = pool.words[slot // num_heads]
     if len(pool.punctuation) and num_tokens > 3:
@@ -135,10 +137,18 @@ def _fix_count(tokenizer: Tokenizer, pool: WordPool, pieces: list[str], num_toke
     )
 
 
-def build_prompts(tokenizer: Tokenizer, prompt_tokens: np.ndarray | Sequence[int], seed: int) -> list[str]:
+def build_prompts(tokenizer: Tokenizer, prompt_tokens: np.ndarray | Sequence[int], seed: int,
+                  continuation: bool = False) -> list[str]:
     """Build one prompt per entry of ``prompt_tokens``, each encoding to exactly that many tokens.
 
     Prompt ``i`` depends only on ``(seed, i, prompt_tokens[i])``: the same inputs give the same text.
+    Its first two tokens are unique per ``i`` (no two prompts of one call share a prefix).
+    ``continuation``: every piece carries its leading space, so the text can follow other text
+    (a shared prefix) and still add exactly its own tokens with tokenizers that split at spaces.
+
+    Fast path: when the tokenizer's one-token words concatenate without merging (checked on a
+    seeded corpus once per tokenizer), each prompt is two unique leading pieces plus a slice of that
+    corpus, a few microseconds per prompt; otherwise every draft is encoded and repaired.
     """
     counts = np.asarray(prompt_tokens, dtype=np.int64).reshape(-1)
     if counts.size and int(counts.min()) < 1:
@@ -146,10 +156,82 @@ def build_prompts(tokenizer: Tokenizer, prompt_tokens: np.ndarray | Sequence[int
     if seed is None:
         raise ValueError("seed must be an int, got None")
     pool = word_pool(tokenizer)
+    corpus = _corpus(tokenizer, int(seed))
+    if corpus is not None:
+        texts = _slice_prompts(pool, corpus, counts, int(seed), continuation)
+        if _all_exact(tokenizer, texts[:_FAST_CHECKED_PROMPTS], counts[:_FAST_CHECKED_PROMPTS]):
+            return texts
     rngs = [np.random.default_rng([int(seed), i]) for i in range(counts.size)]
-    drafts = [_draft_pieces(pool, int(n), i, rng) for i, (n, rng) in enumerate(zip(counts, rngs))]
+    drafts = [_draft_pieces(pool, int(n), i, rng, continuation) for i, (n, rng) in enumerate(zip(counts, rngs))]
     texts = ["".join(pieces) for pieces in drafts]
     for i, num_tokens in enumerate(_count_many(tokenizer, texts)):
         if num_tokens != counts[i]:
             texts[i] = _fix_count(tokenizer, pool, drafts[i], int(counts[i]), rngs[i])
     return texts
+
+
+_CORPUS_PIECES = 1 << 15
+_FAST_CHECKED_PROMPTS = 32
+
+
+@dataclass(frozen=True)
+class _Corpus:
+    """A seeded run of one-token pieces: ``text[char_at[k]:char_at[k + m]]`` is exactly m tokens."""
+
+    text: str
+    char_at: np.ndarray
+
+
+def _all_exact(tokenizer: Tokenizer, texts: Sequence[str], counts: np.ndarray) -> bool:
+    return list(_count_many(tokenizer, texts)) == counts.tolist()
+
+
+@lru_cache(maxsize=8)
+def _corpus(tokenizer: Tokenizer, seed: int) -> _Corpus | None:
+    """The seed's corpus, or None when the tokenizer merges across piece boundaries."""
+    pool = word_pool(tokenizer)
+    rng = np.random.default_rng([seed, 0xC0])
+    pieces = pool.words[rng.integers(len(pool.words), size=_CORPUS_PIECES)]
+    if len(pool.punctuation):
+        marks = rng.random(_CORPUS_PIECES) < _PUNCTUATION_PROB
+        marks[0] = False
+        marks[1:] &= ~marks[:-1]
+        pieces[marks] = pool.punctuation[rng.integers(len(pool.punctuation), size=int(marks.sum()))]
+    text = "".join(pieces)
+    if len(tokenizer.encode(text)) != _CORPUS_PIECES:
+        return None
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=_CORPUS_PIECES)
+    char_at = np.zeros(_CORPUS_PIECES + 1, dtype=np.int64)
+    np.cumsum(lengths, out=char_at[1:])
+    return _Corpus(text, char_at)
+
+
+def _slice_prompts(pool: WordPool, corpus: _Corpus, counts: np.ndarray, seed: int,
+                   continuation: bool) -> list[str]:
+    """Unique first two pieces per index, then ``n - 2`` corpus pieces from a seeded position."""
+    firsts = pool.words if continuation else pool.heads
+    num_first, num_words = len(firsts), len(pool.words)
+    rng = np.random.default_rng([seed, 0x51])
+    slots = (np.arange(counts.size) + int(rng.integers(num_first * num_words))) % (num_first * num_words)
+    starts = np.random.default_rng([seed, 0x52]).integers(1 << 62, size=counts.size) % _CORPUS_PIECES
+    body = np.maximum(counts - 2, 0)
+    fits = starts + body <= _CORPUS_PIECES
+    char_at = corpus.char_at
+    begin = char_at[starts].tolist()
+    end = char_at[np.where(fits, starts + body, starts)].tolist()
+    heads = firsts[slots % num_first].tolist()
+    seconds = np.where(counts >= 2, pool.words[slots // num_first], "").tolist()
+    text = corpus.text
+    out = [h + w + text[a:b] for h, w, a, b in zip(heads, seconds, begin, end)]
+    for i in np.flatnonzero(~fits).tolist():  # a prompt longer than the corpus's rest wraps around
+        out[i] = heads[i] + seconds[i] + _wrapped(corpus, int(starts[i]), int(body[i]))
+    return out
+
+
+def _wrapped(corpus: _Corpus, pos: int, count: int) -> str:
+    parts = []
+    while count > 0:
+        take = min(count, _CORPUS_PIECES - pos)
+        parts.append(corpus.text[corpus.char_at[pos]:corpus.char_at[pos + take]])
+        count, pos = count - take, 0
+    return "".join(parts)

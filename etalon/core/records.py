@@ -37,6 +37,14 @@ class RequestRecord:
     error_type: str | None = None
     error_message: str | None = None
     warmup: bool = False
+    # Multi-turn sessions: which conversation and which turn (0-based) this request was.
+    session_id: int | None = None
+    turn: int | None = None
+    # What the server reported: usage.prompt_tokens and usage.prompt_tokens_details.cached_tokens.
+    server_prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    # The load ramp stage the request was planned in (None outside ramps).
+    load_stage: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]

@@ -112,24 +112,54 @@ def _arrival_column(frame, path: Path) -> np.ndarray:
     return (nanos - nanos.min()).astype(np.float64) / 1e9
 
 
-def trace_arrivals(path: str, time_scale: float = 1.0, max_rows: int | None = None) -> ReplayArrivals:
-    """Replay a trace's arrival times (``time_scale`` < 1 replays faster). For ``_target_`` use."""
+def window_rows(trace: Trace, start_s: float | None, end_s: float | None) -> np.ndarray:
+    """Indices of the rows arriving in [start_s, end_s) seconds after the trace's first row."""
+    if start_s is None and end_s is None:
+        return np.arange(len(trace))
+    if trace.arrival_s is None:
+        raise TraceFileError(f"trace {trace.path}: has no arrival times, so start_s/end_s cannot cut a window")
+    keep = np.ones(len(trace), dtype=bool)
+    if start_s is not None:
+        keep &= trace.arrival_s >= start_s
+    if end_s is not None:
+        keep &= trace.arrival_s < end_s
+    if not keep.any():
+        raise TraceFileError(f"trace {trace.path}: no row in the window start_s={start_s}, end_s={end_s}")
+    return np.flatnonzero(keep)
+
+
+def trace_arrivals(path: str, time_scale: float = 1.0, max_rows: int | None = None,
+                   start_s: float | None = None, end_s: float | None = None) -> ReplayArrivals:
+    """Replay a trace's arrival times (``time_scale`` < 1 replays faster) within an optional
+    window [start_s, end_s) of the trace's own time. For ``_target_`` use."""
     trace = read_trace(path, max_rows)
+    rows = window_rows(trace, start_s, end_s)
     if trace.arrival_s is None:
         raise TraceFileError(
             f"trace {path}: has no arrival times (columns {', '.join(ETALON_COLUMNS)}); "
             "use it for lengths only (trace_lengths) with a synthetic arrival process"
         )
     try:
-        return ReplayArrivals(trace.arrival_s, time_scale=time_scale)
+        return ReplayArrivals(trace.arrival_s[rows], time_scale=time_scale)
     except ValueError as exc:
         raise TraceFileError(f"trace {path}: {exc}") from exc
 
 
-def trace_lengths(path: str, ordered: bool = False, max_rows: int | None = None) -> EmpiricalLengths:
-    """Prompt/output lengths from a trace's rows (in order, or drawn with replacement). For ``_target_`` use."""
+def trace_lengths(path: str, ordered: bool = False, max_rows: int | None = None,
+                  start_s: float | None = None, end_s: float | None = None,
+                  length_scale: float = 1.0) -> EmpiricalLengths:
+    """Prompt/output lengths from a trace's rows (in order, or drawn with replacement), within an
+    optional arrival window, each multiplied by ``length_scale`` (rounded, at least 1). For
+    ``_target_`` use."""
+    if not isinstance(length_scale, (int, float)) or isinstance(length_scale, bool) or not length_scale > 0:
+        raise TraceFileError(f"trace {path}: length_scale must be a number > 0, got {length_scale!r}")
     trace = read_trace(path, max_rows)
-    return EmpiricalLengths(trace.prompt_tokens, trace.output_tokens, ordered=ordered)
+    rows = window_rows(trace, start_s, end_s)
+
+    def scaled(values: np.ndarray) -> np.ndarray:
+        return np.maximum(np.rint(values[rows] * length_scale).astype(np.int64), 1)
+
+    return EmpiricalLengths(scaled(trace.prompt_tokens), scaled(trace.output_tokens), ordered=ordered)
 
 
 def fitted_lengths(path: str, max_rows: int | None = None) -> LogNormalLengths:

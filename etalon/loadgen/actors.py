@@ -174,7 +174,8 @@ class LoadActor:
         return [record.to_dict() for record in self._sink.drain()]
 
     def status(self) -> dict[str, Any]:
-        return {"done": self._done.is_set(), "error": self._error}
+        """``done``, ``error``, and ``unreported``: ids sent whose records are not drained yet."""
+        return {"done": self._done.is_set(), "error": self._error, "unreported": self._sink.unreported()}
 
     def stop(self) -> None:
         """Cancel in-flight requests (they become ``cancelled`` records) and wait for the loop."""

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from etalon.clients.base import PlannedRequest
-from etalon.core.records import STATUS_ERROR, RequestRecord
+from etalon.core.records import STATUS_ERROR, STATUS_OK, RequestRecord
+from etalon.core.redaction import redact_text
+from etalon.core.sessions import turn_fits
 
 if TYPE_CHECKING:
     from etalon.clients.base import Client
@@ -23,11 +25,20 @@ KEEPALIVE_S = 60.0
 
 
 class RecordBuffer:
-    """Finished records, appended by the loop thread and drained by another thread."""
+    """Finished records, appended by the loop thread and drained by another thread.
+
+    It also knows which requests were sent but are not drained yet (``unreported``): if the
+    process dies, exactly those are lost, and the caller counts them.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: list[RequestRecord] = []
+        self._unreported: set[int] = set()
+
+    def started(self, request_id: int) -> None:
+        with self._lock:
+            self._unreported.add(request_id)
 
     def append(self, record: RequestRecord) -> None:
         with self._lock:
@@ -36,7 +47,13 @@ class RecordBuffer:
     def drain(self) -> list[RequestRecord]:
         with self._lock:
             items, self._items = self._items, []
+            for record in items:
+                self._unreported.discard(record.request_id)
         return items
+
+    def unreported(self) -> list[int]:
+        with self._lock:
+            return sorted(self._unreported)
 
 
 async def sleep_until(deadline_ns: int) -> None:
@@ -52,6 +69,15 @@ async def sleep_until(deadline_ns: int) -> None:
 
 def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> RequestRecord:
     """Record of a request whose task was cancelled before the client even ran."""
+    return failed_record(
+        request, actor_index, now_ns, "cancelled", "request cancelled when the run was stopped"
+    )
+
+
+def failed_record(
+    request: PlannedRequest, actor_index: int, now_ns: int, error_type: str, message: str
+) -> RequestRecord:
+    """Error record of a request the client produced no record for."""
     return RequestRecord(
         request_id=request.request_id,
         actor=actor_index,
@@ -62,9 +88,12 @@ def cancelled_record(request: PlannedRequest, actor_index: int, now_ns: int) -> 
         requested_output_tokens=request.max_tokens,
         output_tokens=0,
         status=STATUS_ERROR,
-        error_type="cancelled",
-        error_message="request cancelled when the run was stopped",
+        error_type=error_type,
+        error_message=message,
         warmup=request.warmup,
+        session_id=request.session_id,
+        turn=request.turn,
+        load_stage=request.load_stage,
     )
 
 
@@ -72,7 +101,7 @@ def _ready_at(request: PlannedRequest, scheduled_ns: int) -> PlannedRequest:
     """``request`` re-planned at ``scheduled_ns`` (positional: dataclasses.replace costs ~5 us)."""
     return PlannedRequest(
         request.request_id, request.prompt, request.prompt_tokens, request.max_tokens,
-        scheduled_ns, request.warmup,
+        scheduled_ns, request.warmup, request.session_id, request.turn, request.load_stage,
     )
 
 
@@ -97,21 +126,33 @@ class ActorLoad:
         self._duration_ns = None if plan.duration_s is None else int(plan.duration_s * 1e9)
         self._sem = asyncio.Semaphore(plan.max_inflight)
         self._session = session
+        self._session_tasks: set[asyncio.Task[int | None]] = set()
+        self._session_failures: list[BaseException] = []
 
     async def run(self) -> None:
-        if self.plan.open_loop:
+        plan = self.plan
+        if plan.sessions:
+            self._loops = [asyncio.create_task(self._open_sessions())]
+        elif plan.session_users:
+            self._loops = [asyncio.create_task(self._session_user(u)) for u in plan.session_users]
+        elif plan.open_loop:
             self._loops = [asyncio.create_task(self._open_loop())]
         else:
-            self._loops = [asyncio.create_task(self._user(u)) for u in self.plan.users]
-        await asyncio.gather(*self._loops, return_exceptions=True)
+            self._loops = [asyncio.create_task(self._user(u)) for u in plan.users]
+        results = await asyncio.gather(*self._loops, return_exceptions=True)
+        while pending := [t for t in self._session_tasks if not t.done()]:
+            await asyncio.wait(pending)
         await self._wait_inflight()
+        failures = [r for r in results if isinstance(r, Exception)] + self._session_failures
+        if failures and not self.stopping:
+            raise failures[0]  # a driver bug must fail the actor, not end the run quietly
         if self.stopping:
             self._record_unstarted()
 
     def stop(self) -> None:
         """Stop dispatching and cancel in-flight requests (they become ``cancelled`` records)."""
         self.stopping = True
-        for task in self._loops:
+        for task in [*self._loops, *self._session_tasks]:
             task.cancel()
         for send in self._inflight:
             send.cancel()
@@ -148,6 +189,70 @@ class ActorLoad:
             record = await self._send(_ready_at(request, ready_ns - self.epoch_ns))
             ready_ns = self.epoch_ns + record.end_ns + think_ns
 
+    async def _open_sessions(self) -> None:
+        """Start each session at its planned time; its turns then run inside its own task."""
+        for turns in self.plan.sessions:
+            start_ns = turns[0].scheduled_ns
+            if self.stopping or self._past_duration(start_ns):
+                break
+            await sleep_until(self.epoch_ns + start_ns)
+            task = asyncio.create_task(self._run_session(turns, self.epoch_ns + start_ns))
+            self._session_tasks.add(task)
+            task.add_done_callback(self._session_ended)
+
+    def _session_ended(self, task: asyncio.Task[int | None]) -> None:
+        self._session_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._session_failures.append(task.exception())  # type: ignore[arg-type]
+
+    async def _session_user(self, sessions: list[list[PlannedRequest]]) -> None:
+        """Closed loop: one user's sessions back to back, ``think_time_s`` apart."""
+        ready_ns = self.epoch_ns
+        for turns in sessions:
+            end_ns = await self._run_session(turns, ready_ns)
+            if end_ns is None:
+                return
+            ready_ns = end_ns + int(self.plan.think_time_s * 1e9)
+
+    async def _run_session(self, turns: list[PlannedRequest], ready_ns: int) -> int | None:
+        """Send a session's turns in order, each resending the history with the server's answers.
+
+        A failed turn ends the session; a turn that would not fit the context is not sent.
+        Returns when the session ended (absolute monotonic ns), None when the run is over.
+        """
+        exchange = self.client.exchange  # type: ignore[attr-defined]
+        think_ns = int(self.plan.session_think_time_s * 1e9)
+        limit = self.plan.max_context_tokens
+        history: list[dict[str, str]] = []
+        history_tokens = 0
+        for turn in turns:
+            if self.stopping or self._past_duration(ready_ns - self.epoch_ns):
+                return None
+            if not turn_fits(history_tokens, turn.prompt_tokens, turn.max_tokens, limit):
+                break  # ended by the context limit: counted from the records, never sent
+            await sleep_until(ready_ns)
+            await self._sem.acquire()
+            messages = [*history, {"role": "user", "content": turn.prompt}]  # type: ignore[dict-item]
+            request = PlannedRequest(
+                turn.request_id, messages, history_tokens + turn.prompt_tokens, turn.max_tokens,
+                ready_ns - self.epoch_ns, turn.warmup, turn.session_id, turn.turn, turn.load_stage)
+            self.sink.started(request.request_id)
+            try:
+                record, text = await exchange(self._session, request, self.epoch_ns)
+            except Exception as exc:  # noqa: BLE001 - a client that raises still owes a record
+                record, text = self._raised(request, exc), ""
+            finally:
+                self._sem.release()
+            record.actor = self.plan.actor_index
+            self.sink.append(record)
+            ready_ns = self.epoch_ns + record.end_ns
+            if record.status != STATUS_OK:
+                break
+            history = [*messages, {"role": "assistant", "content": text}]
+            history_tokens = request.prompt_tokens + record.output_tokens
+            ready_ns += think_ns
+        return ready_ns
+
     def _spawn(self, request: PlannedRequest) -> asyncio.Task[RequestRecord]:
         task = asyncio.create_task(self._send(request))
         self._inflight[task] = request
@@ -159,13 +264,22 @@ class ActorLoad:
             del self._inflight[task]  # cancelled-before-start tasks stay for _record_unstarted
 
     async def _send(self, request: PlannedRequest) -> RequestRecord:
+        self.sink.started(request.request_id)
         try:
             record = await self.client.send(self._session, request, self.epoch_ns)
+        except Exception as exc:  # noqa: BLE001 - a client that raises still owes a record
+            record = self._raised(request, exc)
         finally:
             self._sem.release()
         record.actor = self.plan.actor_index
         self.sink.append(record)
         return record
+
+    def _raised(self, request: PlannedRequest, exc: Exception) -> RequestRecord:
+        """The ``client_error`` record of a request whose client raised instead of recording."""
+        message = f"the client raised {type(exc).__name__}: {str(exc)[:300]}"
+        return failed_record(request, self.plan.actor_index, time.monotonic_ns() - self.epoch_ns,
+                             "client_error", redact_text(message, self.client.spec.secret_values()))
 
     def _record_unstarted(self) -> None:
         now_ns = time.monotonic_ns() - self.epoch_ns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -19,10 +20,15 @@ from etalon.core.health import endpoint_gone
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.driver import KEEPALIVE_S
-from etalon.loadgen.plan import ActorPlan, build_requests, split_plans
+from etalon.loadgen.interrupts import interrupt_flag
+from etalon.loadgen.loss import ActorLossBook
+from etalon.loadgen.plan import ActorPlan, build_requests, gc_paused, split_plans, split_session_plans
+from etalon.loadgen.sink import RecordsFile
 
 if TYPE_CHECKING:
     from etalon.core.workload import Schedule
+
+log = logging.getLogger("etalon")
 
 STOP_INTERRUPTED = "interrupted"
 STOP_ENDPOINT_GONE = "endpoint gone"
@@ -126,7 +132,8 @@ class _RayBackend:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
+            with _keep_sigterm_handler():
+                ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
         self._ray = ray
         remote = ray.remote(LoadActor).options(
             num_cpus=settings.actor_num_cpus, scheduling_strategy="SPREAD"
@@ -134,8 +141,11 @@ class _RayBackend:
         # Ray's handles are typed loosely: treat them as Any rather than as LoadActor.
         self._actors: list[Any] = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
         ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
+        self.losses = ActorLossBook()
+        self._dead: set[int] = set()
 
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]:
+        self.losses.plan(plans)
         refs = [a.prepare.remote(p, warm) for a, p in zip(self._actors, plans)]
         infos, errors = [], []
         for ref in refs:  # fetch every result: an unfetched failure is logged by Ray as unhandled
@@ -150,19 +160,63 @@ class _RayBackend:
         return infos
 
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
+        self.losses.start_wall_ns = start_wall_ns
         return self._ray.get([a.start.remote(start_wall_ns) for a in self._actors])
 
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        statuses = self._ray.get([a.status.remote() for a in self._actors])
-        batches = self._ray.get([a.drain.remote() for a in self._actors])
-        return [r for batch in batches for r in batch], statuses
+        """Status, then drain, of every live actor; a dead one's undrained requests become
+        ``actor_lost`` records and it counts as done, so the others finish the run."""
+        live = [i for i in range(len(self._actors)) if i not in self._dead]
+        status_refs = {i: self._actors[i].status.remote() for i in live}
+        drain_refs = {i: self._actors[i].drain.remote() for i in live}
+        records: list[dict[str, Any]] = []
+        statuses = [{"done": True, "error": None} for _ in self._actors]
+        for i in live:
+            try:
+                statuses[i] = self._ray.get(status_refs[i])
+                batch = self._ray.get(drain_refs[i])
+            except self._ray.exceptions.RayActorError as exc:
+                self._dead.add(i)
+                records += self.losses.lost(i, type(exc).__name__)
+                continue
+            self.losses.seen(i, statuses[i], batch)
+            records += batch
+        return records, statuses
 
     def stop(self) -> None:
-        self._ray.get([a.stop.remote() for a in self._actors])
+        for i in range(len(self._actors)):
+            if i not in self._dead:
+                try:
+                    self._ray.get(self._actors[i].stop.remote())
+                except self._ray.exceptions.RayActorError:
+                    pass  # died meanwhile: the next poll counts what it lost
 
     def shutdown(self) -> None:
         for actor in self._actors:
             self._ray.kill(actor)
+
+
+def _deaths(backend: _Backend) -> list[str]:
+    """One line per load actor that died mid-run (told once, here, as a warning)."""
+    losses = getattr(backend, "losses", None)
+    deaths = list(losses.deaths) if losses is not None else []
+    for line in deaths:
+        log.warning("%s", line)
+    return deaths
+
+
+@contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """ray.init replaces the SIGTERM handler with sys.exit; etalon's (stop like Ctrl-C) stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def preflight(endpoint: EndpointSpec) -> list[str]:
@@ -172,31 +226,47 @@ def preflight(endpoint: EndpointSpec) -> list[str]:
 
 def run_load(
     schedule: Schedule,
-    prompts: list[str],
+    prompts: list[Any],
     endpoint: EndpointSpec,
     settings: LoadSettings,
     records_path: Path,
     *,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = True,
+    max_context_tokens: int | None = None,
 ) -> LoadResult:
     """Send ``schedule`` and collect one record per sent request.
 
     Records are appended to ``records_path`` (JSONL, one ``RequestRecord.to_dict()`` per line)
-    after every drain. Ctrl-C does not propagate: actors are stopped, what they have is written,
+    after every drain. Ctrl-C (and SIGTERM, SIGHUP) does not propagate: actors are stopped, what they have is written,
     and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
-    plans = split_plans(
-        schedule, build_requests(schedule, prompts), settings.num_actors,
-        settings.max_inflight_per_actor,
-    )
+    with gc_paused():
+        requests = build_requests(schedule, prompts)
+        if schedule.session_id is not None:
+            _check_session_client(endpoint)
+            plans = split_session_plans(schedule, requests, settings.num_actors,
+                                        settings.max_inflight_per_actor, max_context_tokens)
+        else:
+            plans = split_plans(schedule, requests, settings.num_actors, settings.max_inflight_per_actor)
     backend_cls = _RayBackend if settings.backend == "ray" else _LocalBackend
     backend: _Backend = backend_cls(endpoint, settings, len(plans))
     try:
         return _drive(backend, plans, settings, Path(records_path), should_stop, progress)
     finally:
         backend.shutdown()
+
+
+def _check_session_client(endpoint: EndpointSpec) -> None:
+    """Sessions resend the server's answers, so the client must return them (``exchange``)."""
+    import importlib
+
+    module_name, _, class_name = endpoint.client_target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if cls is None or not hasattr(cls, "exchange"):
+        raise ValueError(f"workload.sessions needs a client that returns the answer text "
+                         f"(an exchange() method); {endpoint.client_target} has none")
 
 
 def _drive(
@@ -218,9 +288,9 @@ def _drive(
     interactive = sys.stderr.isatty()
     bar_args = {"mininterval": 0.1 if interactive else 10.0, "ascii": not interactive}
     with (
-        open(records_path, "wb") as sink,
+        RecordsFile(records_path) as sink,
         tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
-        _interrupt_flag() as interrupted,
+        interrupt_flag() as interrupted,
     ):
         collect = _Collector(records, sink, bar)
         infos: list[dict[str, Any]] = []
@@ -235,10 +305,11 @@ def _drive(
         if stop_reason is not None:
             backend.stop()
             collect(backend.poll()[0])
+    deaths = _deaths(backend)
     return LoadResult(
         records=records,
-        partial=stop_reason is not None,
-        stop_reason=stop_reason,
+        partial=stop_reason is not None or bool(deaths),
+        stop_reason=stop_reason or ("; ".join(deaths) if deaths else None),
         actors=infos,
         wall_start_ns=start_wall_ns,
         duration_s=max(0.0, (time.time_ns() - start_wall_ns) / 1e9),
@@ -269,27 +340,8 @@ def _poll_until_done(
             return None
 
 
-@contextmanager
-def _interrupt_flag() -> Iterator[threading.Event]:
-    """Ctrl-C sets a flag the poll loop checks instead of raising wherever the main thread is, so a
-    batch already drained from the actors is always written before the run stops."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:  # the user asked for Ctrl-C to be ignored: keep it that way
-        yield flag
-        return
-    signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class _Collector:
-    """Appends drained record dicts to the JSONL file (flushed per drain) and the in-memory list."""
+    """Appends drained record dicts to the JSONL file (written per drain) and the in-memory list."""
 
     def __init__(self, records: list[RequestRecord], sink: Any, bar: Any) -> None:
         self.records = records
@@ -300,8 +352,7 @@ class _Collector:
     def __call__(self, batch: list[dict[str, Any]]) -> None:
         if not batch:
             return
-        self._sink.write(b"".join(orjson.dumps(d) + b"\n" for d in batch))
-        self._sink.flush()
+        self._sink.write(b"".join(orjson.dumps(d) + b"\n" for d in batch), len(batch))
         new = [RequestRecord.from_dict(d) for d in batch]
         self.records.extend(new)
         self._errors += sum(r.status != STATUS_OK for r in new)

@@ -11,6 +11,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from etalon.config import TrackingConfig
+from etalon.runner.redaction import redact_overrides
+from etalon.runner.stale_runs import process_tags
 from etalon.runner.tracking import PARENT_TAG, TrackingState, mlflow_client
 
 log = logging.getLogger("etalon")
@@ -45,11 +47,11 @@ class MLflowSweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         name = f"sweep-{config.get('experiment_name', 'etalon')}"
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = " ".join(redact_overrides(config.hydra.overrides.task))
         run = client.create_run(
             experiment_id,
             run_name=name,
-            tags={"etalon.sweep": "true", "hydra.overrides": overrides[:5000], "etalon.sweep_dir": str(sweep_dir)},
+            tags={**process_tags(), "etalon.sweep": "true", "hydra.overrides": overrides[:5000], "etalon.sweep_dir": str(sweep_dir)},
         )
         (sweep_dir / PARENT_MARKER).write_text(run.info.run_id)
         self._parent = (client, run.info.run_id)

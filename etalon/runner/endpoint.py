@@ -104,7 +104,7 @@ def _start_server(cfg: EtalonConfig, log_dir: Path | None, stack: ExitStack) -> 
         return legacy.start(), None
     if not cfg.launches_server:
         return cfg.endpoint.base_url, None
-    from etalon.runner.launch import SERVER_LOG, LaunchedServer, sigterm_as_interrupt
+    from etalon.runner.launch import SERVER_LOG, LaunchedServer
 
     assert cfg.server is not None
     if log_dir is None:  # no run directory (library use): a fresh temporary one, never the cwd
@@ -112,7 +112,6 @@ def _start_server(cfg: EtalonConfig, log_dir: Path | None, stack: ExitStack) -> 
 
         log_dir = Path(tempfile.mkdtemp(prefix="etalon-server-"))
     launched = LaunchedServer(with_port(cfg.server), log_dir / SERVER_LOG)
-    stack.enter_context(sigterm_as_interrupt())
     stack.callback(launched.stop)
     print(f"etalon: launching {cfg.server.name} on port {launched.server.port} (log: {launched.log_path})",
           file=sys.stderr, flush=True)

@@ -9,9 +9,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from etalon.config import EtalonConfig
+from etalon.core.redaction import redact_text
+from etalon.loadgen.interrupts import exit_status, signal_name, terminate_as_interrupt
+from etalon.loadgen.sink import is_disk_full
 from etalon.runner.errors import USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
+from etalon.runner.redaction import secrets_of_config
 from etalon.runner.tracking import PARENT_TAG, tracked_run
 
 def load_config(dcfg: DictConfig) -> EtalonConfig:
@@ -31,35 +35,47 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    secrets = secrets_of_config(dcfg)
     try:
-        return _run(dcfg, run_dir, hydra_cfg)
+        with terminate_as_interrupt():
+            return _run(dcfg, run_dir, hydra_cfg, secrets)
     except USER_ERRORS as exc:
-        message = describe(exc)
+        message = redact_text(describe(exc), secrets)
         print(f"etalon: error: {message}", file=sys.stderr, flush=True)
         (run_dir / "error.txt").write_text(message + "\n")
         if multirun:
             return None  # the sweep goes on; the job's MLflow run is marked FAILED
         sys.exit(2)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        message = f"disk full: {exc}; records and summary written so far are in {run_dir}"
+        print(f"etalon: error: {message}", file=sys.stderr, flush=True)
+        if multirun:
+            return None
+        sys.exit(1)
     except KeyboardInterrupt:
-        print("etalon: interrupted; results measured so far are in " + str(run_dir), file=sys.stderr)
+        print(f"etalon: interrupted ({signal_name()}); results measured so far are in {run_dir}",
+              file=sys.stderr, flush=True)
         if multirun:
             raise
-        sys.exit(130)
+        sys.exit(exit_status())
 
 
-def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any) -> float | None:
+def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) -> float | None:
     from etalon.runner.endpoint import endpoint_key
     from etalon.runner.locks import endpoint_lock
 
     cfg = _validated(dcfg)
-    secrets = save_resolved_config(dcfg, cfg, run_dir)
+    secrets = sorted(set(secrets) | set(save_resolved_config(dcfg, cfg, run_dir)), key=len, reverse=True)
     tags = run_tags(cfg, hydra_cfg)
     parent_id = _sweep_parent_id(hydra_cfg)
     if parent_id:
         tags[PARENT_TAG] = parent_id
     name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.pipeline.name}"
     # Jobs of a Ray sweep that measure the same endpoint wait for each other here.
-    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or _server_url(cfg))), tracked_run(cfg.tracking, name, tags) as tracker:
+    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or _server_url(cfg))), \
+            tracked_run(cfg.tracking, name, tags, secrets) as tracker:
         tracker.log_params(tracking_params(cfg, dcfg, secrets))
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)
@@ -120,6 +136,7 @@ def check_components(cfg: EtalonConfig) -> None:
 
     from etalon.datasets.tokenizers import load_tokenizer
     from etalon.runner.endpoint import launches_simulator
+    from etalon.runner.resources import check_cache_dir_writable, check_run_fits_in_memory
     from etalon.stages.benchmark import max_total_tokens
 
     load_tokenizer(cfg.model.tokenizer)
@@ -127,8 +144,9 @@ def check_components(cfg: EtalonConfig) -> None:
         from etalon.sim.config import sim_config_from_dict
 
         sim_config_from_dict(cfg.sim)
-    instantiate(cfg.workload.arrival)
-    instantiate(cfg.workload.lengths)
+    arrival, lengths = instantiate(cfg.workload.arrival), instantiate(cfg.workload.lengths)
+    check_run_fits_in_memory(cfg, arrival, lengths)
+    check_cache_dir_writable(cfg.cache_dir)
     instantiate(cfg.slo)
     for stage in cfg.pipeline.stages:
         instantiate(stage.run)

@@ -14,9 +14,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from etalon.config import ServerConfig
 from etalon.runner.server import ServerStartError
@@ -56,8 +55,10 @@ def popen_kwargs(log_file: IO[bytes], env: dict[str, str]) -> dict[str, Any]:
     (e.g. a parent-death signal). A new session makes the server the leader of its own process
     group, so Ctrl-C in the terminal does not reach it before etalon stops it, and one signal to
     the group reaches every worker it forks."""
+    from etalon.runner.server import die_with_parent_kwargs
+
     return {"stdin": subprocess.DEVNULL, "stdout": log_file, "stderr": subprocess.STDOUT,
-            "start_new_session": True, "env": {**os.environ, **env}}
+            "start_new_session": True, "env": {**os.environ, **env}, **die_with_parent_kwargs()}
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -187,23 +188,5 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While a launched server runs, SIGTERM stops etalon like Ctrl-C does: what was measured is
-    written and the server's group is stopped on the way out (only the main thread can install it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 __all__ = ["LaunchedServer", "SERVER_LOG", "log_tail", "pick_free_port", "popen_kwargs", "port_answers",
-           "render_command", "render_env", "sigterm_as_interrupt"]
+           "render_command", "render_env"]

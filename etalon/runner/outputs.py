@@ -11,6 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from etalon.config import EtalonConfig
 from etalon.runner.endpoint import launches_simulator
+from etalon.core.redaction import header_secrets
+from etalon.runner.redaction import config_secrets, redact_overrides
 from etalon.runner.secrets import known_secret_values, redact
 from etalon.runner.tracking import flatten
 
@@ -19,8 +21,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 def save_resolved_config(dcfg: DictConfig, cfg: EtalonConfig, run_dir: Path) -> list[str]:
     """Write ``resolved_config.yaml`` (secrets redacted); return the secret values to redact elsewhere."""
-    secrets = known_secret_values([cfg.endpoint.api_key_env])
-    container = redact(OmegaConf.to_container(dcfg, resolve=True), secrets)
+    raw = OmegaConf.to_container(dcfg, resolve=True)
+    secrets = config_secrets(raw, [cfg.endpoint.api_key_env])
+    container = redact(raw, secrets)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(container), run_dir / "resolved_config.yaml")
     return secrets
@@ -52,7 +55,8 @@ def run_tags(cfg: EtalonConfig, hydra_cfg: Any) -> dict[str, str]:
         tags["hydra.job.num"] = str(num)
     overrides = list(hydra_cfg.overrides.task)
     if overrides:
-        tags["hydra.overrides"] = " ".join(redact(overrides, known_secret_values([cfg.endpoint.api_key_env])))
+        secrets = known_secret_values([cfg.endpoint.api_key_env]) + header_secrets(cfg.endpoint.headers)
+        tags["hydra.overrides"] = " ".join(redact_overrides(overrides, secrets))
     return tags
 
 

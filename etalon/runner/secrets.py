@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Iterable
 
-REDACTED = "***REDACTED***"
-# A key is secret when its last word names a secret: api_key, x-api-key, auth_token, Authorization.
-# Keys naming a variable or a count (api_key_env, max_tokens, tokenizer) are not.
-_SECRET_KEY = re.compile(
-    r"(^|[_\-.])(api[_-]?key|key|token|access[_-]?token|secret|password|passwd|authorization|"
-    r"credentials?|cookie|bearer)$",
-    re.I,
-)
+from etalon.core.redaction import REDACTED, is_secret_key
 
-
-def is_secret_key(key: str) -> bool:
-    """True for keys whose value is a secret (``api_key``), not for ones naming a variable (``api_key_env``)."""
-    return bool(_SECRET_KEY.search(key))
+__all__ = ["REDACTED", "is_secret_key", "known_secret_values", "redact"]
 
 
 def known_secret_values(env_names: Iterable[str | None]) -> list[str]:

@@ -50,6 +50,33 @@ def wait_for_health(url: str, timeout_s: float, process: subprocess.Popen[bytes]
     raise ServerStartError(f"{url} not healthy after {timeout_s:g} s (last: {last_error})")
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent_kwargs() -> dict[str, Any]:
+    """``subprocess.Popen`` keyword arguments that make the child die with this process.
+
+    On Linux the child asks the kernel (``prctl(PR_SET_PDEATHSIG, SIGTERM)``) for SIGTERM when its
+    parent dies, even by ``kill -9``; it also exits at once if the parent died before the call.
+    The signal follows the death of the *thread* that started the child, so start servers from a
+    thread that lives as long as the run (the job's main thread). Elsewhere: no arguments (the
+    atexit hook and the SIGTERM handling still stop the child on an ordinary exit).
+    """
+    if not sys.platform.startswith("linux"):
+        return {}
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child must not load libraries
+    parent_pid = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return {"preexec_fn": set_parent_death_signal}
+
+
 class _ManagedProcess:
     """A child process with a stderr tail, SIGTERM-then-kill stop and an atexit safety net."""
 
@@ -61,7 +88,8 @@ class _ManagedProcess:
     def spawn(self, command: list[str], stdout: int | None) -> subprocess.Popen[bytes]:
         # A new session keeps Ctrl-C in the terminal from reaching the child before we stop it.
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        **die_with_parent_kwargs())
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_thread.start()
         atexit.register(self.stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import contextmanager
 from functools import partial
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from etalon.config import TrackingConfig
+from etalon.core.redaction import redact_text
+from etalon.runner.stale_runs import fail_dead_runs, process_tags
 from etalon.stages.base import NullTracker
 
 log = logging.getLogger(__name__)
@@ -19,13 +22,16 @@ PARAM_BATCH = 100
 METRIC_BATCH = 1000
 PARAM_VALUE_MAX_CHARS = 6000
 PARENT_TAG = "mlflow.parentRunId"
+HTTP_MAX_RETRIES = 0
+HTTP_TIMEOUT_S = 10
 
 
 class TrackingState:
     """Shared by a run and its children: once MLflow fails, warn once and stop trying."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: list[str] | None = None) -> None:
         self.broken = False
+        self.secrets = list(secrets or [])  # scrubbed from every tag value
 
     def guard(self, what: str, fn: Callable[[], Any]) -> Any:
         if self.broken:
@@ -73,7 +79,8 @@ class MLflowTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        secrets = self._state.secrets
+        items = [RunTag(k, redact_text(str(v), secrets)[:5000]) for k, v in tags.items()]
         self._call("set_tags", lambda: self._client.log_batch(self._run_id, tags=items))
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
@@ -111,6 +118,7 @@ def open_run(
     client: Any, experiment_id: str, name: str, tags: dict[str, str], state: TrackingState
 ) -> Iterator[MLflowTracker]:
     """Create a run, yield its tracker, end it FINISHED, or FAILED (with the error as a tag)."""
+    tags = {**process_tags(), **{k: redact_text(str(v), state.secrets) for k, v in tags.items()}}
     run = state.guard("create_run", lambda: client.create_run(experiment_id, run_name=name, tags=tags))
     tracker = MLflowTracker(client, experiment_id, run.info.run_id if run is not None else None, state)
     try:
@@ -133,15 +141,22 @@ def mlflow_client(tracking: TrackingConfig) -> tuple[Any, str] | None:
         uri = tracking.tracking_uri
         _ensure_sqlite_dir(uri)
         _check_reachable(uri)
-        client = MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(tracking.experiment_name)
-        if experiment is not None:
-            return client, experiment.experiment_id
-        return client, client.create_experiment(
-            tracking.experiment_name, artifact_location=artifact_location(tracking)
-        )
+        bound_http_requests(uri)
+        # The first use of a fresh sqlite store creates and migrates its schema: two runs doing it
+        # at once corrupt it ("duplicate column name"), so creation and migration hold a file lock.
+        with store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            experiment = client.get_experiment_by_name(tracking.experiment_name)
+            if experiment is not None:
+                return client, experiment.experiment_id
+            return client, client.create_experiment(
+                tracking.experiment_name, artifact_location=artifact_location(tracking)
+            )
 
-    return state.guard("connect", connect)
+    connected = state.guard("connect", connect)
+    if connected is not None:
+        state.guard("fail_dead_runs", lambda: fail_dead_runs(*connected))
+    return connected
 
 
 def artifact_location(tracking: TrackingConfig) -> str | None:
@@ -164,13 +179,40 @@ def _check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         response.read()
 
 
+def bound_http_requests(uri: str) -> None:
+    """A tracking server that dies mid-run costs one short timeout, not minutes of retries: MLflow
+    retries each HTTP call 7 times with exponential backoff by default. Values the user set win."""
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_MAX_RETRIES))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on ``<db>.lock`` beside a sqlite store (other stores: nothing to lock)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri[len("sqlite:///") :] + ".lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _ensure_sqlite_dir(uri: str) -> None:
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
 
 
 @contextmanager
-def tracked_run(tracking: TrackingConfig, name: str, tags: dict[str, str]) -> Iterator[Any]:
+def tracked_run(
+    tracking: TrackingConfig, name: str, tags: dict[str, str], secrets: list[str] | None = None
+) -> Iterator[Any]:
     """The root run of one pipeline execution (a child of the sweep's parent when tags say so)."""
     if not tracking.enabled:
         yield NullTracker()
@@ -180,7 +222,7 @@ def tracked_run(tracking: TrackingConfig, name: str, tags: dict[str, str]) -> It
         yield NullTracker()
         return
     client, experiment_id = connected
-    with open_run(client, experiment_id, name, tags, TrackingState()) as tracker:
+    with open_run(client, experiment_id, name, tags, TrackingState(secrets)) as tracker:
         yield tracker
 
 

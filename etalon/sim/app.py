@@ -14,7 +14,7 @@ from aiohttp import web
 from etalon.sim.config import SimConfig
 from etalon.sim.faults import FaultInjector
 from etalon.sim.prom import SimCounters, render_metrics
-from etalon.sim.requests import ApiError, count_prompt_tokens, output_plan
+from etalon.sim.requests import ApiError, output_plan, prompt_token_ids
 from etalon.sim.schedulers import EngineScheduler, IndependentScheduler
 from etalon.sim.streams import StreamSpec, TokenStream, usage
 from etalon.sim.tokens import TokenTable
@@ -29,10 +29,11 @@ class EmissionLog:
     def __init__(self, path: str) -> None:
         self._file = open(path, "ab")  # noqa: SIM115 - held open for the server's lifetime
 
-    def write(self, stream: TokenStream, arrival_ns: int) -> None:
+    def write(self, stream: TokenStream) -> None:
         self._file.write(orjson.dumps({
-            "request_id": stream.spec.request_id, "arrival_ns": arrival_ns, "token_ns": stream.token_ns,
+            "request_id": stream.spec.request_id, "token_ns": stream.token_ns,
             "prompt_tokens": stream.spec.prompt_tokens, "output_tokens": stream.emitted,
+            "cached_tokens": stream.spec.cached_tokens, "arrival_ns": stream.spec.arrival_ns,
         }) + b"\n")
         self._file.flush()
 
@@ -95,7 +96,9 @@ class SimServer:
             text = render_metrics(
                 self.config.served_model_name, self.counters, scheduler.running(), scheduler.waiting(),
                 scheduler.core.kv_usage() if is_engine else 0.0,
-                scheduler.core.num_preemptions if is_engine else 0, self.faults.counts)
+                scheduler.core.num_preemptions if is_engine else 0, self.faults.counts,
+                prefix_cache_queries=scheduler.core.prefix_cache_queries_tokens if is_engine else 0,
+                prefix_cache_hits=scheduler.core.prefix_cache_hits_tokens if is_engine else 0)
         finally:
             self.counters.generation_tokens_total -= streaming_tokens
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
@@ -112,11 +115,12 @@ class SimServer:
         if (request.content_length or 0) > INLINE_COUNT_MAX_BYTES:
             # A long prompt takes ~10 ms to count: off the event loop, so other streams keep their
             # pace (HF tokenizers release the GIL while encoding).
-            prompt_tokens = await asyncio.get_running_loop().run_in_executor(
-                None, count_prompt_tokens, api, body, self.table)
+            prompt_ids = await asyncio.get_running_loop().run_in_executor(
+                None, prompt_token_ids, api, body, self.table, self.config.chat_role_tokens)
         else:  # a short one costs less inline than a thread hand-off
-            prompt_tokens = count_prompt_tokens(api, body, self.table)
-        spec = self._spec(request, body, api, prompt_tokens)
+            prompt_ids = prompt_token_ids(api, body, self.table, self.config.chat_role_tokens)
+        spec = self._spec(request, body, api, len(prompt_ids))
+        spec.arrival_ns = arrival_ns
         rejection = self.faults.admit(time.monotonic_ns())
         if rejection is not None:
             headers = {"Retry-After": str(rejection.retry_after_s)} if rejection.retry_after_s else {}
@@ -128,8 +132,8 @@ class SimServer:
             await asyncio.sleep(slow_start_s)  # nothing, not even headers, before this
         self.counters.prompt_tokens_total += spec.prompt_tokens
         if spec.streaming:
-            return await self._stream(request, spec, arrival_ns)
-        return await self._non_stream(spec, arrival_ns)
+            return await self._stream(request, spec, arrival_ns, prompt_ids)
+        return await self._non_stream(spec, arrival_ns, prompt_ids)
 
     def _spec(self, request: web.Request, body: dict[str, Any], api: str, prompt_tokens: int) -> StreamSpec:
         model = body.get("model")
@@ -151,14 +155,15 @@ class SimServer:
             streaming=bool(body.get("stream")),
             include_usage=bool(isinstance(options, dict) and options.get("include_usage")))
 
-    async def _stream(self, request: web.Request, spec: StreamSpec, arrival_ns: int) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, spec: StreamSpec, arrival_ns: int,
+                      prompt_ids: list[int]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         writer = await response.prepare(request)
         stream = TokenStream(spec, self.table, request.transport, bool(getattr(writer, "chunked", False)),
                              self.faults.for_stream(spec.output_tokens), self.faults.count,
                              offset=self.rng.randrange(len(self.table.texts)))
-        await self._run(stream, arrival_ns)
+        await self._run(stream, arrival_ns, prompt_ids)
         if stream.alive and stream.emitted >= spec.output_tokens:
             try:
                 await response.write_eof()
@@ -166,11 +171,11 @@ class SimServer:
                 pass
         return response
 
-    async def _non_stream(self, spec: StreamSpec, arrival_ns: int) -> web.Response:
+    async def _non_stream(self, spec: StreamSpec, arrival_ns: int, prompt_ids: list[int]) -> web.Response:
         stream = TokenStream(spec, self.table, None, False, self.faults.for_stream(1),
                              self.faults.count, offset=self.rng.randrange(len(self.table.texts)))
         stream.faults.stall_at = stream.faults.disconnect_at = stream.faults.malformed_at = None
-        await self._run(stream, arrival_ns)
+        await self._run(stream, arrival_ns, prompt_ids)
         text = stream.text()
         choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": spec.finish_reason}
         if spec.api == "chat":
@@ -182,8 +187,8 @@ class SimServer:
             "object": "chat.completion" if spec.api == "chat" else "text_completion",
             "choices": [choice], "usage": usage(spec)}, dumps=lambda v: orjson.dumps(v).decode())
 
-    async def _run(self, stream: TokenStream, arrival_ns: int) -> None:
-        self.scheduler.submit(stream, arrival_ns)
+    async def _run(self, stream: TokenStream, arrival_ns: int, prompt_ids: list[int]) -> None:
+        self.scheduler.submit(stream, arrival_ns, prompt_ids)
         self._inflight.add(stream)
         try:
             await stream.done
@@ -199,7 +204,7 @@ class SimServer:
             self.counters.request_success_total[stream.spec.finish_reason] += 1
             self.counters.observe_request(arrival_ns, stream.token_ns)
         if self.emission_log is not None:
-            self.emission_log.write(stream, arrival_ns)
+            self.emission_log.write(stream)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import time
@@ -31,9 +32,14 @@ class Measurement:
     tbt_s: list[float]
 
 
+_PROMPT_NUMBERS = itertools.count()
+
+
 async def _measure(session, url: str, model: str, words: int, max_tokens: int,  # noqa: ANN001
                    headers: dict[str, str]) -> Measurement:
-    body = {"model": model, "prompt": " the" * words, "max_tokens": max_tokens, "ignore_eos": True,
+    # A unique first word: a prefix-caching server must compute every prompt in full.
+    prompt = f"p{next(_PROMPT_NUMBERS)}" + " the" * max(words - 1, 1)
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True,
             "stream": True, "stream_options": {"include_usage": True}}
     sent_ns = time.monotonic_ns()
     chunk_ns: list[int] = []

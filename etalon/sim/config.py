@@ -69,6 +69,12 @@ class SimConfig:
     max_num_batched_tokens: int = 8192
     kv_cache_tokens: int = 1_000_000
     block_size_tokens: int = 16
+    # Automatic prefix caching (vLLM's): null means on for the engine schedulers, off for
+    # `independent` (which has no KV cache to reuse and rejects true).
+    prefix_caching: bool | None = None
+    # Chat rendering: each message costs this many role-marker tokens before its content, and the
+    # assistant's generation prompt as many again (0: prompt tokens = the contents' tokens).
+    chat_role_tokens: int = 0
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     output_lengths: OutputLengthsConfig = field(default_factory=OutputLengthsConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
@@ -87,6 +93,12 @@ class SimConfig:
                     "kv_cache_tokens", "block_size_tokens"):
             if getattr(self, key) < 1:
                 raise SimConfigError(f"sim.{key}={getattr(self, key)} must be >= 1")
+        if self.chat_role_tokens < 0:
+            raise SimConfigError(f"sim.chat_role_tokens={self.chat_role_tokens} must be >= 0")
+        if self.prefix_caching and self.scheduler == "independent":
+            raise SimConfigError(
+                "sim.prefix_caching=true needs an engine scheduler (prefill_first or chunked): "
+                "the independent scheduler has no KV cache")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise SimConfigError(
                 f"sim.max_num_batched_tokens={self.max_num_batched_tokens} must be >= "
@@ -99,6 +111,13 @@ class SimConfig:
             )
         _check_latency(self.latency)
         _check_faults(self.faults)
+
+    @property
+    def prefix_caching_enabled(self) -> bool:
+        """Whether the prefix cache is on (``prefix_caching`` with null resolved by scheduler)."""
+        if self.prefix_caching is None:
+            return self.scheduler != "independent"
+        return self.prefix_caching
 
 
 def _check_latency(latency: LatencyConfig) -> None:

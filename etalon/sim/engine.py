@@ -7,17 +7,24 @@ then calls ``commit()`` which returns the tokens produced by the step.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 
 from etalon.sim.config import LatencyConfig
+from etalon.sim.kv_cache import BlockPool, extend_block_hashes
 
+NEVER = 1 << 62  # next_block_end of a sequence that is not cached
 # vLLM keeps ~1% of the KV blocks free at admission so that running decodes can grow.
 WATERMARK_FRACTION = 0.01
 
 
 @dataclass(slots=True, eq=False)
 class Sequence:
-    """One request inside the engine; ``computed_tokens`` have KV in the cache."""
+    """One request inside the engine; ``computed_tokens`` have KV in the cache.
+
+    ``token_ids`` (prompt then planned output ids) feed the prefix cache; ``cached_tokens`` is
+    what the cache supplied at the first admission (None until then), as servers report it.
+    """
 
     seq_id: int
     arrival_order: int
@@ -25,8 +32,13 @@ class Sequence:
     target_output_tokens: int
     generated_tokens: int = 0
     computed_tokens: int = 0
-    blocks: int = 0
+    blocks: list[int] = field(default_factory=list)
     aborted: bool = False
+    token_ids: SequenceOf[int] | None = None
+    block_hashes: list[int] = field(default_factory=list)
+    registered_blocks: int = 0
+    next_block_end: int = NEVER  # computed_tokens at which its next full block can be cached
+    cached_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -68,6 +80,7 @@ class TokenEvent:
     seq_id: int
     token_index: int
     finished: bool
+    cached_tokens: int = 0
 
 
 def step_time_s(plan: StepPlan, latency: LatencyConfig) -> float:
@@ -81,10 +94,15 @@ def step_time_s(plan: StepPlan, latency: LatencyConfig) -> float:
 
 
 class EngineCore:
-    """vLLM-like scheduler state: a FCFS waiting queue, running sequences and a block KV cache."""
+    """vLLM-like scheduler state: a FCFS waiting queue, running sequences and a block KV cache.
+
+    With ``prefix_caching`` a sequence admitted with token ids starts from the longest cached
+    prefix of its blocks (at least one token is always computed, as in vLLM), so those tokens
+    cost no prefill; queries and hits are counted in tokens at each sequence's first admission.
+    """
 
     def __init__(self, policy: str, max_num_seqs: int, max_num_batched_tokens: int,
-                 kv_cache_tokens: int, block_size_tokens: int) -> None:
+                 kv_cache_tokens: int, block_size_tokens: int, prefix_caching: bool = False) -> None:
         if policy not in ("prefill_first", "chunked"):
             raise ValueError(f"engine policy {policy!r} is not prefill_first or chunked")
         self.policy = policy
@@ -92,7 +110,9 @@ class EngineCore:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.block_size_tokens = block_size_tokens
         self.total_blocks = kv_cache_tokens // block_size_tokens
-        self.free_blocks = self.total_blocks
+        self.pool = BlockPool(self.total_blocks, prefix_caching)
+        self.prefix_cache_queries_tokens = 0
+        self.prefix_cache_hits_tokens = 0
         self.watermark_blocks = int(self.total_blocks * WATERMARK_FRACTION)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # ordered by arrival, oldest first
@@ -108,17 +128,26 @@ class EngineCore:
         """Whether a sequence of this many tokens can ever be held by the KV cache."""
         return self.blocks_for(total_tokens) <= self.total_blocks - self.watermark_blocks
 
-    def add(self, seq_id: int, prompt_tokens: int, target_output_tokens: int) -> None:
+    @property
+    def free_blocks(self) -> int:
+        return self.pool.num_free
+
+    def add(self, seq_id: int, prompt_tokens: int, target_output_tokens: int,
+            token_ids: SequenceOf[int] | None = None) -> Sequence:
         if prompt_tokens < 1 or target_output_tokens < 1:
             raise ValueError("a sequence needs >= 1 prompt token and >= 1 output token")
+        if token_ids is not None and len(token_ids) < prompt_tokens:
+            raise ValueError(f"{len(token_ids)} token ids for a prompt of {prompt_tokens} tokens")
         if not self.fits_ever(prompt_tokens + target_output_tokens):
             raise ValueError(
                 f"{prompt_tokens}+{target_output_tokens} tokens never fit the KV cache of "
                 f"{self.total_blocks * self.block_size_tokens} tokens")
-        seq = Sequence(seq_id, self._arrivals, prompt_tokens, target_output_tokens)
+        seq = Sequence(seq_id, self._arrivals, prompt_tokens, target_output_tokens,
+                       token_ids=token_ids if self.pool.caching else None)
         self._arrivals += 1
         self.by_id[seq_id] = seq
         self.waiting.append(seq)
+        return seq
 
     def abort(self, seq_id: int) -> None:
         seq = self.by_id.pop(seq_id, None)
@@ -138,20 +167,53 @@ class EngineCore:
         return 1.0 - self.free_blocks / self.total_blocks if self.total_blocks else 0.0
 
     def _free(self, seq: Sequence) -> None:
-        self.free_blocks += seq.blocks
-        seq.blocks = 0
+        self.pool.release(seq.blocks)
+        seq.blocks = []
+        seq.registered_blocks = 0
+
+    def _cache_hits(self, seq: Sequence) -> list[int]:
+        """Cached blocks of the sequence's longest cached prefix, leaving >= 1 token to compute."""
+        if seq.token_ids is None:
+            return []
+        usable = (seq.total_tokens - 1) // self.block_size_tokens
+        hashes = extend_block_hashes(seq.block_hashes, seq.token_ids, self.block_size_tokens, usable)
+        return self.pool.lookup(hashes[:usable])
 
     def _admit(self, seq: Sequence) -> bool:
         """Move the head of the waiting queue to running if its whole context fits the cache."""
-        need = self.blocks_for(seq.total_tokens)
-        if self.free_blocks - need < self.watermark_blocks or len(self.running) >= self.max_num_seqs:
+        if len(self.running) >= self.max_num_seqs:
+            return False
+        hits = self._cache_hits(seq)
+        need = self.blocks_for(seq.total_tokens) - len(hits)
+        if self.pool.num_free - self.pool.free_among(hits) - need < self.watermark_blocks:
             return False
         self.waiting.popleft()
-        self.free_blocks -= need
-        seq.blocks = need
+        self.pool.acquire(hits)
+        seq.blocks = hits + self.pool.allocate(need)
+        seq.registered_blocks = len(hits)
+        if seq.token_ids is not None:
+            seq.next_block_end = (len(hits) + 1) * self.block_size_tokens
+        seq.computed_tokens = len(hits) * self.block_size_tokens
+        if seq.cached_tokens is None:  # stats and the reported figure: first admission only
+            seq.cached_tokens = seq.computed_tokens
+            if self.pool.caching:
+                self.prefix_cache_queries_tokens += seq.prompt_tokens
+                self.prefix_cache_hits_tokens += seq.computed_tokens
         self.running.append(seq)
         self.running.sort(key=lambda s: s.arrival_order)
         return True
+
+    def _register_computed(self, seq: Sequence) -> None:
+        """Cache the sequence's full blocks whose KV is now computed."""
+        full = seq.computed_tokens // self.block_size_tokens
+        if full <= seq.registered_blocks or seq.token_ids is None:
+            seq.next_block_end = (seq.registered_blocks + 1) * self.block_size_tokens
+            return
+        hashes = extend_block_hashes(seq.block_hashes, seq.token_ids, self.block_size_tokens, full)
+        for i in range(seq.registered_blocks, len(hashes)):
+            self.pool.register(seq.blocks[i], hashes[i])
+        seq.registered_blocks = full
+        seq.next_block_end = (full + 1) * self.block_size_tokens
 
     def _preempt(self, seq: Sequence, plan: StepPlan) -> None:
         """Recompute-preemption: drop the KV, keep emitted tokens, requeue at the front."""
@@ -186,35 +248,44 @@ class EngineCore:
     def _schedule_prefills(self, plan: StepPlan, budget: int, whole_prompts: bool) -> int:
         while self.waiting and budget > 0:
             seq = self.waiting[0]
-            need = seq.pending_tokens
-            # A prompt larger than the budget still runs alone rather than starving forever.
-            if whole_prompts and need > budget and plan.items:
+            # A prompt larger than the budget still runs alone rather than starving forever
+            # (judged before cache hits are known: a conservative check, at most a step later).
+            if whole_prompts and seq.pending_tokens > budget and plan.items:
                 break
             if not self._admit(seq):
                 break
+            need = seq.pending_tokens  # after admission: cached blocks are already computed
             num = need if whole_prompts else min(need, budget)
             plan.add(seq, num)
             budget -= num
         return max(budget, 0)
 
     def _schedule_decodes(self, plan: StepPlan, budget: int) -> int:
+        block_size = self.block_size_tokens
         queue = deque(s for s in self.running if s.is_decoding)
         while queue and budget > 0:
             seq = queue.popleft()
-            need = self.blocks_for(seq.total_tokens) - seq.blocks
-            victim: Sequence | None = None
-            while need > self.free_blocks and victim is not seq:
-                victim = self._newest_unscheduled(queue, seq)
-                if victim in queue:
-                    queue.remove(victim)
-                self._preempt(victim, plan)
-            if victim is seq:
+            # The next token needs a new block only when the last one is full (1 step in B).
+            if seq.total_tokens > len(seq.blocks) * block_size and not self._grow(seq, queue, plan):
                 continue
-            self.free_blocks -= need
-            seq.blocks += need
             plan.add(seq, 1)
             budget -= 1
         return budget
+
+    def _grow(self, seq: Sequence, queue: deque[Sequence], plan: StepPlan) -> bool:
+        """Give ``seq`` the blocks its next token needs, preempting the newest others if needed;
+        False if ``seq`` itself had to be preempted."""
+        need = self.blocks_for(seq.total_tokens) - len(seq.blocks)
+        victim: Sequence | None = None
+        while need > self.pool.num_free and victim is not seq:
+            victim = self._newest_unscheduled(queue, seq)
+            if victim in queue:
+                queue.remove(victim)
+            self._preempt(victim, plan)
+        if victim is seq:
+            return False
+        seq.blocks.extend(self.pool.allocate(need))
+        return True
 
     def _newest_unscheduled(self, queue: deque[Sequence], current: Sequence) -> Sequence:
         """The newest running sequence not yet in this step (vLLM pops the running queue's tail)."""
@@ -230,11 +301,14 @@ class EngineCore:
             if seq.aborted:
                 continue
             seq.computed_tokens += num
+            if seq.computed_tokens >= seq.next_block_end:
+                self._register_computed(seq)
             if seq.computed_tokens < seq.total_tokens:
                 continue  # a chunk of a longer prefill: no token yet
             seq.generated_tokens += 1
             finished = seq.generated_tokens >= seq.target_output_tokens
-            events.append(TokenEvent(seq.seq_id, seq.generated_tokens, finished))
+            events.append(TokenEvent(seq.seq_id, seq.generated_tokens, finished,
+                                     seq.cached_tokens or 0))
             if finished:
                 self.running.remove(seq)
                 self.by_id.pop(seq.seq_id, None)

@@ -61,7 +61,9 @@ class SimCounters:
 
 
 def render_metrics(model: str, counters: SimCounters, running: int, waiting: int,
-                   kv_usage: float, preemptions: int, faults: dict[str, int]) -> str:
+                   kv_usage: float, preemptions: int, faults: dict[str, int], *,
+                   prefix_cache_queries: int = 0, prefix_cache_hits: int = 0) -> str:
+    """The exposition text; prefix-cache queries and hits count prompt tokens, as vLLM's do."""
     label = f'model_name="{model}"'
     lines = [
         "# TYPE vllm:num_requests_running gauge",
@@ -78,6 +80,10 @@ def render_metrics(model: str, counters: SimCounters, running: int, waiting: int
         f"vllm:generation_tokens_total{{{label}}} {counters.generation_tokens_total}",
         "# TYPE vllm:num_preemptions_total counter",
         f"vllm:num_preemptions_total{{{label}}} {preemptions}",
+        "# TYPE vllm:prefix_cache_queries_total counter",
+        f"vllm:prefix_cache_queries_total{{{label}}} {prefix_cache_queries}",
+        "# TYPE vllm:prefix_cache_hits_total counter",
+        f"vllm:prefix_cache_hits_total{{{label}}} {prefix_cache_hits}",
         "# TYPE vllm:request_success_total counter",
     ]
     for reason, value in counters.request_success_total.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 from typing import Any
 
 from etalon.sim.config import OutputLengthsConfig, SimConfig
@@ -28,22 +29,52 @@ class ApiError(Exception):
                           "param": None, "code": self.code}}
 
 
-def count_prompt_tokens(api: str, body: dict[str, Any], table: TokenTable) -> int:
-    """Prompt tokens: the sum over message contents (no chat-template overhead) or the prompt."""
+def count_prompt_tokens(api: str, body: dict[str, Any], table: TokenTable, role_tokens: int = 0) -> int:
+    """Prompt tokens under the rendering of ``prompt_token_ids``."""
+    return len(prompt_token_ids(api, body, table, role_tokens))
+
+
+def prompt_token_ids(api: str, body: dict[str, Any], table: TokenTable, role_tokens: int = 0) -> list[int]:
+    """The token ids the simulated model reads: what it counts, and what its prefix cache keys on.
+
+    Chat rendering (documented, so clients can account for prompt tokens exactly): for each
+    message in order, ``role_tokens`` marker tokens of its role, then its content encoded on its
+    own (content parts: their texts joined by one space); after the last message ``role_tokens``
+    assistant markers (the generation prompt). So ``prompt_tokens = sum(content tokens) +
+    role_tokens * (messages + 1)``; with ``role_tokens = 0`` (the default) it is the sum of the
+    contents' tokens. A multi-turn history that resends the assistant's returned text therefore
+    repeats, token for token, the prompt and output of the turn before it.
+    Completions: the prompt string's tokens, or the token-id list as given.
+    """
     if api == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ApiError(400, "'messages' must be a non-empty list", "invalid_messages")
-        return sum(table.count(_content_text(m)) for m in messages)
+        ids: list[int] = []
+        for message in messages:
+            content = _content_text(message)
+            if role_tokens:
+                ids.extend([_role_marker(message.get("role"))] * role_tokens)
+            ids.extend(table.encode(content))
+        if role_tokens:
+            ids.extend([_role_marker("assistant")] * role_tokens)
+        return ids
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if isinstance(prompt, str):
-        return table.count(prompt)
-    if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
-        return len(prompt)  # already token ids
+        return table.encode(prompt)
+    if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return list(prompt)  # already token ids
     raise ApiError(400, "'prompt' must be a string, a one-string list or a list of token ids",
                    "invalid_prompt")
+
+
+def _role_marker(role: Any) -> int:
+    """A reserved (negative) token id per role name; no text encodes to it."""
+    if not isinstance(role, str) or not role:
+        raise ApiError(400, "each message needs a 'role' string", "invalid_messages")
+    return -1 - zlib.crc32(role.encode())
 
 
 def _content_text(message: Any) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Sequence
 from typing import Callable
 
 from etalon.sim.config import SimConfig
@@ -75,7 +76,8 @@ class IndependentScheduler:
     def waiting(self) -> int:
         return 0
 
-    def submit(self, stream: TokenStream, arrival_ns: int) -> None:
+    def submit(self, stream: TokenStream, arrival_ns: int,
+               prompt_ids: Sequence[int] | None = None) -> None:
         ttft_s = self.latency.ttft_base_s + self.latency.ttft_per_prompt_token_s * stream.spec.prompt_tokens
         due_ns = arrival_ns + int(ttft_s * 1e9)
         heapq.heappush(self._heap, (due_ns, next(self._order), stream))
@@ -118,7 +120,8 @@ class EngineScheduler:
     def __init__(self, config: SimConfig, on_preempt: Callable[[int], None] | None = None) -> None:
         self.latency = config.latency
         self.core = EngineCore(config.scheduler, config.max_num_seqs, config.max_num_batched_tokens,
-                               config.kv_cache_tokens, config.block_size_tokens)
+                               config.kv_cache_tokens, config.block_size_tokens,
+                               config.prefix_caching_enabled)
         self.sleeper = PreciseSleeper(config.spin_wait_s)
         self.streams: dict[int, TokenStream] = {}
         self._ids = itertools.count()
@@ -140,10 +143,15 @@ class EngineScheduler:
         return (f"prompt plus max_tokens is {total_tokens} tokens, more than the KV cache "
                 f"({self.core.total_blocks * self.core.block_size_tokens} tokens) can ever hold")
 
-    def submit(self, stream: TokenStream, arrival_ns: int) -> None:
+    def submit(self, stream: TokenStream, arrival_ns: int,
+               prompt_ids: Sequence[int] | None = None) -> None:
+        """Queue a request; with the prefix cache on, ``prompt_ids`` key its cached blocks."""
         seq_id = next(self._ids)
         self.streams[seq_id] = stream
-        self.core.add(seq_id, stream.spec.prompt_tokens, stream.spec.output_tokens)
+        token_ids = None
+        if self.core.pool.caching and prompt_ids is not None:
+            token_ids = [*prompt_ids, *stream.planned_output_ids()]
+        self.core.add(seq_id, stream.spec.prompt_tokens, stream.spec.output_tokens, token_ids)
         stream.seq_id = seq_id
         if self._idle_arrival_ns is None or arrival_ns < self._idle_arrival_ns:
             self._idle_arrival_ns = arrival_ns
@@ -186,6 +194,8 @@ class EngineScheduler:
             stream = streams.get(event.seq_id)
             if stream is None:
                 continue
+            if event.token_index == 1 and self.core.pool.caching:
+                stream.spec.cached_tokens = event.cached_tokens
             alive = stream.emit(time.monotonic_ns())
             if event.finished or not alive:
                 del streams[event.seq_id]

@@ -39,6 +39,9 @@ class StreamSpec:
     finish_reason: str
     streaming: bool
     include_usage: bool
+    # Prompt tokens served from the prefix cache; set by an engine with caching on, else None.
+    cached_tokens: int | None = None
+    arrival_ns: int = 0  # when the request reached the server (monotonic), for the emission log
 
 
 class TokenStream:
@@ -151,11 +154,19 @@ class TokenStream:
     def text(self) -> str:
         return self.table.text(self._offset, self.emitted)
 
+    def planned_output_ids(self) -> list[int]:
+        """Token ids of every output token this stream will send (what its text re-encodes to)."""
+        return self.table.output_ids(self._offset, self.spec.output_tokens)
 
-def usage(spec: StreamSpec, completion_tokens: int | None = None) -> dict[str, int]:
+
+def usage(spec: StreamSpec, completion_tokens: int | None = None) -> dict[str, Any]:
+    """OpenAI ``usage``; ``prompt_tokens_details.cached_tokens`` when the prefix cache is on."""
     done = spec.output_tokens if completion_tokens is None else completion_tokens
-    return {"prompt_tokens": spec.prompt_tokens, "completion_tokens": done,
-            "total_tokens": spec.prompt_tokens + done}
+    out: dict[str, Any] = {"prompt_tokens": spec.prompt_tokens, "completion_tokens": done,
+                           "total_tokens": spec.prompt_tokens + done}
+    if spec.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": spec.cached_tokens}
+    return out
 
 
 def _created() -> int:

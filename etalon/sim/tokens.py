@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import zlib
 from typing import Protocol
 
 import orjson
@@ -23,12 +24,15 @@ class Tokenizer(Protocol):
 
 
 class WordTokenizer:
-    """Whitespace words as tokens; used when ``sim.tokenizer`` is null."""
+    """Whitespace words as tokens; used when ``sim.tokenizer`` is null.
+
+    A word's id is a checksum of the word, so equal texts give equal ids (the prefix cache keys).
+    """
 
     vocab_size = len(CANDIDATE_WORDS)
 
     def encode(self, text: str) -> list[int]:
-        return [0] * len(text.split())
+        return [zlib.crc32(word.encode()) for word in text.split()]
 
     def decode(self, ids: list[int]) -> str:
         return "".join(CANDIDATE_WORDS[i % len(CANDIDATE_WORDS)] for i in ids)
@@ -73,9 +77,18 @@ class TokenTable:
         self.tokenizer = load_counting_tokenizer(name)
         self.texts = roundtrip_texts(self.tokenizer, seed)
         self.json_texts = [orjson.dumps(t) for t in self.texts]
+        self.text_ids = [self.tokenizer.encode(t)[0] for t in self.texts]
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text)) if text else 0
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text) if text else []
+
+    def output_ids(self, start: int, num_tokens: int) -> list[int]:
+        """Token ids of ``text(start, num_tokens)``: the same ids its text re-encodes to."""
+        ids, size = self.text_ids, len(self.text_ids)
+        return [ids[(start + k) % size] for k in range(num_tokens)]
 
     def text(self, start: int, num_tokens: int) -> str:
         size = len(self.texts)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +19,7 @@ log = logging.getLogger("etalon")
 
 RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "summary.json"
+ACTORS_FILE = "load_actors.json"
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Measurement:
     load: Any
     verdict: Any
     partial: bool
+    traffic: dict[str, Any] = field(default_factory=dict)
     server: Any = None  # etalon.stages.server_metrics.ServerMetrics
 
     @property
@@ -66,14 +68,24 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     )
     from etalon.report import format_summary, write_report
 
+    from etalon.report.traffic_plots import write_traffic_plots
+
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
+    artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
     artifacts += m.server.artifacts
     if ctx.cfg.print_summary:
         print(format_summary(m.summary), flush=True)
+        from etalon.stages.traffic import format_traffic
+
+        if m.traffic:
+            print(format_traffic(m.traffic), flush=True)
         if m.server.scalars:
             print(format_server_line(m.server.scalars, m.summary.scalars()), flush=True)
     scalars = dict(m.summary.scalars())
+    from etalon.stages.traffic import traffic_scalars
+
+    scalars.update(traffic_scalars(m.traffic))
     scalars.update(m.server.scalars)
     if m.verdict is not None:
         scalars["slo_passed"] = float(m.verdict.passed)
@@ -110,25 +122,31 @@ def measure(
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
     here come from the config's workload group."""
-    from etalon.core.prompts import build_prompts
-    from etalon.core.workload import build_schedule
-    from etalon.datasets.tokenizers import load_tokenizer
     from etalon.loadgen import run_load
+
+    from etalon.stages.traffic import build_workload, traffic_report
 
     cfg = ctx.cfg
     w = cfg.workload
     seed = w.seed if seed is None else seed
-    schedule = build_schedule(
+    limit = max_total_tokens(cfg)
+    schedule, prompts = build_workload(
+        cfg,
         arrival,
         lengths,
         num_requests=w.num_requests if num_requests is None and duration_s is None else num_requests,
         duration_s=w.duration_s if num_requests is None and duration_s is None else duration_s,
         warmup_requests=w.warmup_requests if warmup_requests is None else warmup_requests,
-        max_total_tokens=max_total_tokens(cfg),
+        max_total_tokens=limit,
         seed=seed,
     )
+    if schedule.clipped_requests:
+        log.warning(
+            "%d of %d requests asked for more than %d tokens (prompt + output) and were shortened "
+            "to fit (workload.max_total_tokens, default model.context_tokens)",
+            schedule.clipped_requests, len(schedule.prompt_tokens), limit,
+        )
     check_fits_server(schedule, ctx.endpoint.server)
-    prompts = build_prompts(load_tokenizer(cfg.model.tokenizer), schedule.prompt_tokens, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     scraper = start_scraper(ctx)
@@ -141,16 +159,43 @@ def measure(
             records_path,
             should_stop=should_stop,
             progress=progress,
+            max_context_tokens=limit,
         )
     finally:
         scrapes = scraper.stop() if scraper is not None else []
+    # Each actor's epoch on the machine's monotonic clock: record time + epoch = monotonic time,
+    # which lines records up with server-side logs (the simulator's emission log).
+    try:
+        (out_dir / ACTORS_FILE).write_bytes(orjson.dumps(load.actors))
+    except OSError as exc:
+        log.warning("cannot write %s: %s", out_dir / ACTORS_FILE, exc)
     table = RecordTable.from_records(load.records)
     summary, verdict = summarize_table(table, slo, partial=load.partial)
     server = summarize_server(scrapes, table, load.wall_start_ns, summary.scalars(), out_dir,
                               tracker if tracker is not None else ctx.tracker)
-    payload = {**summary.to_dict(), "server": server.scalars}
-    (out_dir / SUMMARY_FILE).write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    return Measurement(records_path, table, summary, load, verdict, load.partial, server)
+    summary_dict = summary.to_dict()
+    traffic = traffic_report(schedule, load.records, limit, arrival)
+    if traffic:
+        summary_dict["traffic"] = traffic
+    summary_dict["server"] = server.scalars
+    write_summary(out_dir / SUMMARY_FILE, summary_dict)
+    return Measurement(records_path, table, summary, load, verdict, load.partial, traffic, server)
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``; on a full disk the summary goes to stderr instead (it is all in memory)."""
+    import sys
+
+    from etalon.loadgen.sink import is_disk_full
+
+    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"etalon: cannot write {path} ({exc}); the summary is here instead:\n{data.decode()}",
+              file=sys.stderr, flush=True)
 
 
 def check_fits_server(schedule: Any, identity: Any) -> None:

@@ -217,7 +217,7 @@ def test_actor_stop_turns_inflight_into_cancelled_records(server: PacedServer) -
     time.sleep(0.2)
     actor.stop()
     records = [RequestRecord.from_dict(d) for d in actor.drain()]
-    assert actor.status() == {"done": True, "error": None}
+    assert actor.status() == {"done": True, "error": None, "unreported": []}
     ids = sorted(r.request_id for r in records)
     assert ids == list(range(len(ids))) and 15 <= len(ids) <= 25  # ~20 sent in 0.2 s, none lost
     assert all(r.error_type == "cancelled" for r in records)  # each needs 0.5 s: all were in flight

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -14,9 +15,26 @@ from tests.integration.etalon_cli import run_cli
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("quickstart")
-    run = run_cli(tmp, "+experiment=quickstart", "workload.num_requests=40", "workload.warmup_requests=4")
+    run = run_cli(tmp, "+experiment=quickstart", "workload.num_requests=40", "workload.warmup_requests=4",
+                  f"+sim.emission_log_path={tmp / 'emissions.jsonl'}")
     assert run.returncode == 0, run.stderr[-3000:]
+    run.emission_log = tmp / "emissions.jsonl"
     return run
+
+
+def emission_aligned(run_dir: Path, emission_log: Path) -> list[tuple[dict, list[int]]]:
+    """Each measured record with the simulator's emission times of its tokens, both on this
+    machine's monotonic clock (record times + the actor's epoch), in ns."""
+    actors = {a["actor"]: a["epoch_mono_ns"] for a in orjson.loads((run_dir / "benchmark" / "load_actors.json").read_bytes())}
+    emitted = {e["request_id"]: e["token_ns"] for e in map(orjson.loads, emission_log.read_bytes().splitlines())}
+    pairs = []
+    for r in _records(run_dir / "benchmark" / "records.jsonl"):
+        if r["warmup"]:
+            continue
+        epoch = actors[r["actor"]]
+        r = {**r, "sent_ns": r["sent_ns"] + epoch, "token_ns": [t + epoch for t in r["token_ns"]]}
+        pairs.append((r, emitted[str(r["request_id"])]))
+    return pairs
 
 
 def _records(path: Path) -> list[dict]:
@@ -42,12 +60,19 @@ def test_quickstart_writes_config_records_and_summary(quickstart) -> None:
 
 
 def test_quickstart_ttft_follows_the_simulator_latency_model(quickstart) -> None:
-    records = [r for r in _records(quickstart.run_dir / "benchmark" / "records.jsonl") if not r["warmup"]]
-    # conf/sim/simple.yaml: TTFT = 0.05 s + 2e-5 s per prompt token, one token every 0.02 s.
-    for r in records:
-        ttft_s = (r["first_token_ns"] - r["sent_ns"]) / 1e9
-        expected_s = 0.05 + 2e-5 * r["prompt_tokens"]
-        assert expected_s - 0.001 <= ttft_s <= expected_s + 0.02, (ttft_s, expected_s)
+    pairs = emission_aligned(quickstart.run_dir, quickstart.emission_log)
+    assert len(pairs) == 40
+    lags_ms = []
+    for r, emitted_ns in pairs:
+        assert len(emitted_ns) == len(r["token_ns"]) == r["output_tokens"]
+        # conf/sim/simple.yaml: the simulator never sends the first token before 0.05 s + 2e-5 s per
+        # prompt token after the request left the client (a load-independent bound)...
+        assert (emitted_ns[0] - r["sent_ns"]) / 1e9 >= 0.05 + 2e-5 * r["prompt_tokens"] - 0.001
+        # ...and the client sees every token after the simulator wrote it (causality)
+        assert all(seen >= sent for seen, sent in zip(r["token_ns"], emitted_ns))
+        lags_ms.append((r["token_ns"][0] - emitted_ns[0]) / 1e6)
+    # what the client adds to TTFT is small: the measured TTFT is the simulator's own
+    assert np.percentile(lags_ms, 50) < 5.0, lags_ms
 
 
 def test_quickstart_is_logged_to_mlflow(quickstart) -> None:
@@ -86,10 +111,15 @@ def test_client_measures_the_simulator_within_3_percent_at_32_streams(tmp_path: 
         "workload.num_requests=96",
         "workload.warmup_requests=0",
         "tracking=none",
+        f"+sim.emission_log_path={tmp_path / 'emissions.jsonl'}",
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((run.run_dir / "benchmark" / "summary.json").read_text())["scalars"]
-    # conf/sim/simple.yaml: TTFT = 0.05 s + 2e-5 s/token * 500 tokens = 0.06 s; TBT = 0.02 s.
-    assert summary["ttft_p50_s"] == pytest.approx(0.06, rel=0.03)
-    assert summary["tbt_p50_s"] == pytest.approx(0.02, rel=0.03)
     assert summary["requests_ok"] == 96
+    # The truth is what the simulator emitted (its emission log), not its configured latency: on a
+    # loaded machine the simulator itself runs late, and that is not the client's error.
+    pairs = emission_aligned(run.run_dir, tmp_path / "emissions.jsonl")
+    true_ttft_s = [(e[0] - r["sent_ns"]) / 1e9 for r, e in pairs]
+    true_gaps_s = [(b - a) / 1e9 for _, e in pairs for a, b in zip(e, e[1:])]
+    assert summary["ttft_p50_s"] == pytest.approx(np.percentile(true_ttft_s, 50), rel=0.03)
+    assert summary["tbt_p50_s"] == pytest.approx(np.percentile(true_gaps_s, 50), rel=0.03)
