@@ -51,6 +51,9 @@ class RaySearchRunner:
     num_cpus: float = 0.25
     base_overrides: list[str] | None = None
     ray_address: str | None = None
+    # Overrides of the base whose key starts with one of these are dropped (the twin replaces the
+    # real server: its server.args.* would not fit the sim template).
+    drop_overrides: list[str] | None = None
 
     def run_searches(
         self, ctx: StageContext, configs: list[SearchConfig], params: dict[str, Any]
@@ -72,6 +75,8 @@ class RaySearchRunner:
         from etalon.runner.locks import held_keys
 
         base = job_overrides() if self.base_overrides is None else list(self.base_overrides)
+        drop = tuple(self.drop_overrides or ())
+        base = [o for o in base if not (drop and o.lstrip("+~").startswith(drop))]
         cfg = compose_config([*base, *config.overrides])
         cfg.cache_dir = str(Path(ctx.cache_dir).resolve())
         cfg.tracking = ctx.cfg.tracking  # one MLflow store and experiment for the whole stage

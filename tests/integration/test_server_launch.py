@@ -207,3 +207,23 @@ def test_a_search_time_limit_becomes_one_deadline() -> None:
     assert not SearchSettings(time_limit_s=60).out_of_time()  # relative until a search starts
     assert SearchSettings(deadline_unix_s=time.time() - 1).out_of_time()
     assert not SearchSettings(deadline_unix_s=time.time() + 60).out_of_time()
+
+
+def test_the_twin_search_drops_the_real_servers_overrides(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from etalon.config import TrackingConfig
+    from etalon.runner.parallel import LocalSearchRunner
+    from etalon.stages.calibrate import twin_overrides
+    from etalon.stages.capacity_parallel import SearchConfig
+
+    real = ["server=vllm", "server.args.model_path=/models/tiny", "server.args.max_num_seqs=8", "model.name=tiny"]
+    sim = {"scheduler": "chunked", "max_num_seqs": 8, "max_num_batched_tokens": 2048, "kv_cache_tokens": 10000,
+           "latency": {"step_overhead_s": 0.01, "per_prefill_token_s": 1e-4, "per_decode_seq_s": 2e-3,
+                       "per_context_token_s": 0.0}}
+    ctx = SimpleNamespace(cache_dir=tmp_path, cfg=SimpleNamespace(tracking=TrackingConfig(enabled=False)),
+                          stage_dir=tmp_path, run_dir=tmp_path, results={}, tracker=SimpleNamespace(run_id=None))
+    runner = LocalSearchRunner(base_overrides=real, drop_overrides=["server"])
+    job = runner._job(ctx, SearchConfig("twin", tuple(twin_overrides(sim))), {})
+    assert job.cfg.server is not None and job.cfg.server.name == "sim" and job.cfg.model.name == "tiny"
+    assert job.cfg.sim["max_num_seqs"] == 8 and job.cfg.sim["latency"]["per_decode_seq_s"] == 2e-3

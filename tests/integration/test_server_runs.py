@@ -62,14 +62,16 @@ def _launched_pid(log: Path, deadline_s: float = 60) -> int:
     while time.monotonic() < end and not log.exists():
         time.sleep(0.1)
     port = log.read_text().split("--port ", 1)[1].split()[0]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"etalon.sim" in cmd and port.encode() in cmd:
-                return int(entry.name)
+    while time.monotonic() < end:  # the header is written just before the exec: retry the scan
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmd = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"etalon.sim" in cmd and port.encode() in cmd:
+                    return int(entry.name)
+        time.sleep(0.1)
     raise AssertionError(f"no launched sim on port {port}")
 
 
