@@ -52,7 +52,7 @@ class EndpointSpec:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     tokenizer: str | None = None
-    # What preflight learned about the server (etalon.clients.identity.ServerIdentity), or None.
+    # What preflight learned about the server (etalon.clients.server_info.ServerIdentity), or None.
     server: Any = None
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any
 
 from etalon.clients.base import EndpointSpec
-from etalon.clients.identity import ENGINE_INFO_PATHS, ServerIdentity, engine_info, models_info
+from etalon.clients.server_info import ENGINE_INFO_PATHS, ServerIdentity, engine_info, models_info
 from etalon.config import EtalonConfig
 
 log = logging.getLogger("etalon")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etalon.clients.identity import engine_info, models_info
+from etalon.clients.server_info import engine_info, models_info
 from etalon.stages.base import StageError
 from etalon.stages.capacity_parallel import best_row, expand_grid, override_value
 
