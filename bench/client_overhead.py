@@ -63,7 +63,7 @@ def accuracy(streams: int, rounds: int, warm: bool) -> None:
         tmp = Path(tmp_name)
         with EmbeddedSimServer(sim_config(tmp, 0.1, 0.02)) as sim:
             result, cpu_s = drive(sim.start(), closed_loop(streams, rounds, 64), tmp, warm)
-        emitted = {int(d["request_id"]): d["token_ns"] for d in map(orjson.loads, (tmp / "emission.jsonl").read_bytes().splitlines())}
+        emitted = {int(d["request_id"].rsplit("-", 1)[-1], 16): d["token_ns"] for d in map(orjson.loads, (tmp / "emission.jsonl").read_bytes().splitlines())}
     actor = result.actors[0]  # type: ignore[attr-defined]
     epoch = actor["epoch_mono_ns"]
     ttft_err, tbt_err, lag, tokens, first_ttft = [], [], [], 0, []

@@ -25,6 +25,9 @@ class ModelConfig:
     name: str = MISSING
     tokenizer: str = "etalon-bpe-8k"
     context_tokens: int = 8192
+    # Fail (instead of warning) when the tokenizer does not match the server's count of a prompt,
+    # or is the shipped etalon-bpe-8k against a server that is not the simulator.
+    strict_tokenizer: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must be set")
@@ -48,6 +51,8 @@ class EndpointConfig:
     # Prometheus /metrics polled during every run (null: off); metrics_url null: the server's own.
     metrics_interval_s: float | None = 1.0
     metrics_url: str | None = None
+    # A header with a fresh UUID string per request (servers log it); null sends none.
+    request_id_header: str | None = "X-Request-Id"
 
     def __post_init__(self) -> None:
         if self.base_url is not None:
@@ -57,6 +62,9 @@ class EndpointConfig:
                 f"must start with http:// or https://, got {self.base_url!r}",
             )
         _require(self.timeout_s > 0, "endpoint.timeout_s", f"must be > 0, got {self.timeout_s}")
+        if self.request_id_header is not None:
+            _require(bool(self.request_id_header.strip()) and ":" not in self.request_id_header,
+                     "endpoint.request_id_header", f"must be a header name or null, got {self.request_id_header!r}")
         _require(
             self.metrics_interval_s is None or self.metrics_interval_s > 0,
             "endpoint.metrics_interval_s",
@@ -141,6 +149,9 @@ class WorkloadConfig:
     warmup_requests: int = 0
     seed: int = 42
     max_total_tokens: int | None = None
+    # Prompt text seed: null draws a fresh base per run (each stage and probe derives its own), so
+    # no server prefix cache is warmed by repeated prompts; an int makes the prompt text reproducible.
+    prompt_seed: int | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -155,6 +166,8 @@ class WorkloadConfig:
         _require(self.warmup_requests >= 0, "workload.warmup_requests", f"must be >= 0, got {self.warmup_requests}")
         if self.max_total_tokens is not None:
             _require(self.max_total_tokens >= 2, "workload.max_total_tokens", f"must be >= 2, got {self.max_total_tokens}")
+        if self.prompt_seed is not None:
+            _require(self.prompt_seed >= 0, "workload.prompt_seed", f"must be >= 0 or null, got {self.prompt_seed}")
 
 
 @dataclass

@@ -52,6 +52,10 @@ class EndpointSpec:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     tokenizer: str | None = None
+    # Header carrying a fresh UUID string per request (None: send none).
+    request_id_header: str | None = "X-Request-Id"
+    # What the server said it is before the run (etalon.clients.identity.observe_server).
+    server_identity: dict[str, Any] | None = field(default=None, compare=False)
     # What preflight learned about the server (etalon.clients.server_info.ServerIdentity), or None.
     server: Any = None
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any, Callable
 
 import aiohttp
@@ -75,6 +76,13 @@ class OpenAIStreamingClient:
         )
         self._count_tokens = _token_counter(spec.tokenizer) if spec.tokenizer else None
         self._secrets = spec.secret_values()
+        # Request ids are UUID strings (llama.cpp's server rejects a bare integer): a random version-4
+        # prefix per client, the request's index in the last 12 hex digits (to match server logs).
+        self._uuid_prefix = str(uuid.uuid4())[:24]
+
+    def request_uuid(self, request_id: int) -> str:
+        """The request-id header value: a UUID string whose last group is the request index in hex."""
+        return f"{self._uuid_prefix}{request_id & 0xFFFFFFFFFFFF:012x}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self._url!r}, model={self.spec.model!r})"
@@ -133,7 +141,9 @@ class OpenAIStreamingClient:
             load_stage=request.load_stage,
         )
         state = _StreamState()
-        headers = {**self._headers, "X-Request-Id": str(request.request_id)}
+        headers = self._headers
+        if self.spec.request_id_header:
+            headers = {**headers, self.spec.request_id_header: self.request_uuid(request.request_id)}
         data = self.body(request)
         record.sent_ns = time.monotonic_ns() - epoch_ns
         try:

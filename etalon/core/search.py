@@ -105,6 +105,10 @@ class ExpandBisectSearch:
         if self.converged(lo.load, hi.load):
             # The result must rest on full-length probes: re-measure a short bracket end once.
             return next((p.load for p in (lo, hi) if p.short), None)
+        if lo.short and _failing_streak(history) >= 2:
+            # Full probes keep failing just above a short pass: that pass is suspect (a queue a
+            # short probe did not see grow); re-measure it at full length before narrowing on.
+            return lo.load
         return self._inside(self._narrow(history, lo, hi), lo.load, hi.load)
 
     def best(self, history: Sequence[Probe]) -> float | None:
@@ -160,6 +164,21 @@ def _crossing(lo: Probe, hi: Probe) -> float | None:
     if h_lo is None or h_hi is None or not h_lo >= 1.0 > h_hi:
         return None
     return lo.load + (hi.load - lo.load) * (h_lo - 1.0) / (h_lo - h_hi)
+
+
+def _failing_streak(history: Sequence[Probe]) -> int:
+    """How many narrowing probes in a row (after the first failure) failed, counting back from the
+    last one to a pass or to the last re-measure of a short probe (which starts a new streak)."""
+    first_fail = next((i for i, p in enumerate(history) if not p.passed), None)
+    if first_fail is None:
+        return 0
+    short_loads = {p.load for p in history if p.short}
+    streak = 0
+    for p in reversed(history[first_fail + 1 :]):
+        if p.passed or (not p.short and p.load in short_loads):
+            break
+        streak += 1
+    return streak
 
 
 def _stalled(history: Sequence[Probe]) -> bool:

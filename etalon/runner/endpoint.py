@@ -93,6 +93,7 @@ def _spec(cfg: EtalonConfig, base_url: str, api_key: str | None) -> EndpointSpec
         timeout_s=cfg.endpoint.timeout_s,
         connect_timeout_s=cfg.endpoint.connect_timeout_s,
         tokenizer=cfg.model.tokenizer,
+        request_id_header=cfg.endpoint.request_id_header,
     )
 
 
@@ -129,6 +130,18 @@ def with_port(server: Any) -> Any:
     return dataclasses.replace(server, port=port, command=[port if part is None else part for part in server.command])
 
 
+def identified(cfg: EtalonConfig, spec: EndpointSpec) -> EndpointSpec:
+    """The spec with the server's observed identity (cache keys), after the tokenizer check."""
+    import dataclasses
+
+    from etalon.clients.identity import observe_server
+    from etalon.runner.tokens_check import check_tokenizer
+
+    spec = dataclasses.replace(spec, server_identity=observe_server(spec))
+    check_tokenizer(cfg, spec, simulator=launches_simulator(cfg))
+    return spec
+
+
 @contextmanager
 def live_endpoint(cfg: EtalonConfig, log_dir: Path | None = None) -> Iterator[tuple[EndpointSpec, str]]:
     """Start the endpoint's server (if it has one), yield its spec and key, stop it on exit.
@@ -146,6 +159,7 @@ def live_endpoint(cfg: EtalonConfig, log_dir: Path | None = None) -> Iterator[tu
             raise ConfigError("endpoint.base_url: must be set when no server is launched")
         spec = _spec(cfg, base_url, api_key)
         check_model_served(spec)
+        spec = identified(cfg, spec)
         identity = read_identity(spec, cfg, launched.command if launched else None,
                                  str(launched.log_path) if launched else None)
         report_context_mismatch(cfg, identity)

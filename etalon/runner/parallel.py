@@ -168,6 +168,7 @@ def _search(job: SearchJob, settings: Any) -> SearchOutcome:
 
 
 def _search_on_server(job: SearchJob, settings: Any, tracker: Any) -> tuple[StageResult, str]:
+    from etalon.core.seeds import run_prompt_base
     from etalon.runner.endpoint import live_endpoint
     from etalon.runner.locks import endpoint_lock
     from etalon.stages.base import EndpointGoneError
@@ -181,6 +182,7 @@ def _search_on_server(job: SearchJob, settings: Any, tracker: Any) -> tuple[Stag
             cfg=job.cfg, run_dir=job.run_dir, stage_name=f"capacity_search[{job.config.label}]",
             stage_dir=job.stage_dir, endpoint=spec, endpoint_key=key, results=job.results,
             tracker=tracker, cache_dir=Path(job.cfg.cache_dir), endpoint_lock=lambda: endpoint_lock(lock_key),
+            prompt_base=run_prompt_base(job.cfg.workload.prompt_seed),
         )
         result = capacity(ctx, settings)
         tracker.log_metrics(result.scalars)

@@ -24,10 +24,17 @@ def run_pipeline(
     cfg: EtalonConfig, run_dir: Path, endpoint: EndpointSpec, key: str, tracker: Any
 ) -> dict[str, StageResult]:
     """Run every stage; the last stage's scalars are also logged on the pipeline's own run."""
+    from etalon.core.seeds import run_prompt_base
+
     results: dict[str, StageResult] = {}
     cache_dir = Path(cfg.cache_dir)
+    prompt_base = run_prompt_base(cfg.workload.prompt_seed)
+    tracker.log_params({"run.prompt_seed_base": prompt_base})
+    log.info("prompt text seed base %d (set workload.prompt_seed=%d to send the same prompts again)",
+             prompt_base, prompt_base)
     for stage in cfg.pipeline.stages:
-        results[stage.name] = _run_stage(cfg, stage, run_dir, endpoint, key, tracker, results, cache_dir)
+        results[stage.name] = _run_stage(cfg, stage, run_dir, endpoint, key, tracker, results, cache_dir,
+                                         prompt_base)
     last = results[cfg.pipeline.stages[-1].name]
     tracker.log_metrics(last.scalars)
     tracker.set_tags({"etalon.partial": str(any(r.partial for r in results.values())).lower()})
@@ -43,6 +50,7 @@ def _run_stage(
     tracker: Any,
     results: dict[str, StageResult],
     cache_dir: Path,
+    prompt_base: int,
 ) -> StageResult:
     stage_fn = instantiate(stage.run)
     stage_dir = run_dir / stage.name
@@ -64,6 +72,7 @@ def _run_stage(
                 results=results,
                 tracker=stage_tracker,
                 cache_dir=cache_dir,
+                prompt_base=prompt_base,
             )
             result = stage_fn(ctx)
             save_result(result, stage_dir / RESULT_FILE)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from etalon.core.seeds import derive_prompt_seed, run_prompt_base
+
 if TYPE_CHECKING:
     from etalon.clients.base import EndpointSpec
     from etalon.config import EtalonConfig
@@ -105,6 +107,12 @@ class StageContext:
     # Runs a callable while holding the exclusive measurement lock of the endpoint, so two jobs
     # never load the same endpoint at once (identity when no cluster-wide lock is needed).
     endpoint_lock: Callable[[], Any] = field(default=lambda: _no_lock())
+    # The run's prompt-text base (etalon.core.seeds): fresh per run unless workload.prompt_seed is set.
+    prompt_base: int = field(default_factory=lambda: run_prompt_base(None))
+
+    def prompt_seed(self, *parts: str | int) -> int:
+        """The prompt seed of this stage (no ``parts``) or of one of its probes (e.g. its index)."""
+        return derive_prompt_seed(self.prompt_base, self.stage_name, *parts)
 
     def result(self, name: str) -> StageResult:
         if name not in self.results:

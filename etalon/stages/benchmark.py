@@ -11,6 +11,7 @@ import orjson
 from hydra.utils import instantiate
 
 from etalon.config import ConfigError, EtalonConfig
+from etalon.core.accounting import accounting_notes, accounting_scalars, token_accounting
 from etalon.core.records import RecordTable, RequestRecord
 from etalon.stages.base import StageContext, StageError, StageResult
 from etalon.stages.server_metrics import start_scraper, summarize_server
@@ -33,6 +34,7 @@ class Measurement:
     verdict: Any
     partial: bool
     traffic: dict[str, Any] = field(default_factory=dict)
+    accounting: dict[str, Any] | None = None  # etalon.core.accounting.token_accounting
     server: Any = None  # etalon.stages.server_metrics.ServerMetrics
 
     @property
@@ -83,6 +85,13 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
         if m.server.scalars:
             print(format_server_line(m.server.scalars, m.summary.scalars()), flush=True)
     scalars = dict(m.summary.scalars())
+    check = verify_capacity(ctx, rate_from, m) if rate_from is not None else None
+    if check is not None:
+        scalars["capacity_verified"] = float(check["verified"])
+    if m.accounting is not None:
+        scalars.update(accounting_scalars(m.accounting))
+        for note in m.accounting["notes"]:
+            log.warning("benchmark: %s", note)
     from etalon.stages.traffic import traffic_scalars
 
     scalars.update(traffic_scalars(m.traffic))
@@ -99,6 +108,8 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
             "concurrency": getattr(arrival, "concurrency", None),
             "interrupted": m.interrupted,
             "endpoint_gone": m.endpoint_gone,
+            "token_accounting": m.accounting,
+            "capacity_check": check,
         },
         artifacts=artifacts,
         partial=m.partial,
@@ -119,9 +130,11 @@ def measure(
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = False,
     tracker: Any = None,
+    prompt_seed: int | None = None,
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
-    here come from the config's workload group."""
+    here come from the config's workload group; prompt text comes from ``prompt_seed`` (default:
+    this stage's seed derived from the run, so no two stages or runs send the same prompts)."""
     from etalon.loadgen import run_load
 
     from etalon.stages.traffic import build_workload, traffic_report
@@ -139,6 +152,7 @@ def measure(
         warmup_requests=w.warmup_requests if warmup_requests is None else warmup_requests,
         max_total_tokens=limit,
         seed=seed,
+        prompt_seed=ctx.prompt_seed() if prompt_seed is None else prompt_seed,
     )
     if schedule.clipped_requests:
         log.warning(
@@ -177,9 +191,43 @@ def measure(
     traffic = traffic_report(schedule, load.records, limit, arrival)
     if traffic:
         summary_dict["traffic"] = traffic
+    accounting = _accounting(load.records)
+    summary_dict["token_accounting"] = accounting
     summary_dict["server"] = server.scalars
+    summary_dict["scalars"].update(accounting_scalars(accounting))
     write_summary(out_dir / SUMMARY_FILE, summary_dict)
-    return Measurement(records_path, table, summary, load, verdict, load.partial, traffic, server)
+    return Measurement(records_path, table, summary, load, verdict, load.partial, traffic, accounting, server)
+
+
+def _accounting(records: list[RequestRecord]) -> dict[str, Any]:
+    """Token accounting of the measured rows, with the notes a reader must see (see core.accounting)."""
+    from etalon.core.summary import CANCELLED
+
+    acc = token_accounting(r for r in records if not r.warmup and r.error_type != CANCELLED)
+    acc["notes"] = accounting_notes(acc)
+    return acc
+
+
+def verify_capacity(ctx: StageContext, rate_from: str, m: Measurement) -> dict[str, Any] | None:
+    """Judge the benchmark at a found capacity against the same SLO: when it fails there, the
+    capacity is flagged (both figures kept and told), never silently handed on."""
+    if m.verdict is None or m.interrupted:
+        return None
+    found = ctx.result(rate_from).data
+    check = {
+        "verified": bool(m.verdict.passed),
+        "load": found.get("max_rate_rps", found.get("max_concurrency")),
+        "search_verdict": found.get("verdict_at_max"),
+        "benchmark_verdict": dict(m.verdict.values),
+        "benchmark_goodput_fraction": m.summary.rates.get("goodput_fraction"),
+    }
+    if not m.verdict.passed:
+        log.warning(
+            "benchmark: FAILS the SLO at the capacity %s found (%.4g): %s = %.4g > %.4g here (goodput fraction "
+            "%.3f), while its probe judged %s; the capacity is not confirmed: re-run the search with longer probes "
+            "or a lower precision", rate_from, check["load"] or float("nan"), m.verdict.metric, m.verdict.value,
+            m.verdict.threshold, check["benchmark_goodput_fraction"] or float("nan"), check["search_verdict"])
+    return check
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

@@ -14,16 +14,19 @@ import numpy as np
 import orjson
 from hydra.utils import instantiate
 
+from etalon.core.probe_checks import check_probe
 from etalon.core.records import RecordTable, RequestRecord
 from etalon.core.search import ExpandBisectSearch, Probe, bracket, runaway_queue
 from etalon.stages.base import StageContext, StageError, StageResult
 from etalon.stages.benchmark import resolve_slo
+from etalon.stages.capacity_trust import convergence, full_settings, min_requests, next_load
 from etalon.stages.prefill_profile import digest, endpoint_identity
+from etalon.stages.reuse import measured_against, tell_reuse
 
 log = logging.getLogger("etalon")
 
 PROBE_META = "probe.json"
-PROBE_CACHE_VERSION = 1
+PROBE_CACHE_VERSION = 2  # 2: fresh prompt text per probe (1 sent the same prompts every probe)
 SEARCH_KINDS = ("rate", "concurrency")
 STOP_SLO, STOP_QUEUE = "slo", "queue"
 # Probes poll their load this often (at most): a lost SLO or runaway queue is seen within 0.1 s.
@@ -60,6 +63,12 @@ class SearchSettings:
     # With early_stop, probes before the first failure (the expansion) run this fraction of the
     # probe length; a short probe that ends up bounding the result is re-measured at full length.
     expand_fraction: float = 0.34
+    # A full probe passes only with at least this many measured requests (null: from the SLO's
+    # quantile, etalon.core.probe_checks.default_min_requests); full probes are lengthened to reach it.
+    min_probe_requests: int | None = None
+    # A pass also needs achieved >= (1 - rate_tolerance) x offered rate (rate search).
+    rate_tolerance: float = 0.1
+
     # Stop probing after this long (the whole search; no new probe starts past it); a grid of
     # searches shares one absolute deadline (``deadline_unix_s``, set by the parallel stage).
     time_limit_s: float | None = None
@@ -71,6 +80,10 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             raise StageError(f"capacity_search.time_limit_s={self.time_limit_s} must be > 0 or null")
+        if self.min_probe_requests is not None and self.min_probe_requests < 1:
+            raise StageError(f"capacity_search.min_probe_requests={self.min_probe_requests} must be >= 1 or null")
+        if not 0 < self.rate_tolerance < 1:
+            raise StageError(f"capacity_search.rate_tolerance={self.rate_tolerance} must be within (0, 1)")
         if not 0 < self.expand_fraction <= 1:
             raise StageError(f"capacity_search.expand_fraction={self.expand_fraction} must be within (0, 1]")
         if self.search not in SEARCH_KINDS:
@@ -108,7 +121,7 @@ def capacity(ctx: StageContext, settings: SearchSettings) -> StageResult:
         settings = dataclasses.replace(settings, deadline_unix_s=time.time() + settings.time_limit_s)
     slo = resolve_slo(ctx)
     runs = search(ctx, slo, settings)
-    return finish(ctx, slo, settings, runs)
+    return finish(ctx, slo, settings, runs, unconverged=convergence(settings.policy(), runs))
 
 
 def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeRun]:
@@ -122,14 +135,22 @@ def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeR
     lengths = instantiate(ctx.cfg.workload.lengths)
     policy = settings.policy()
     runs: list[ProbeRun] = []
-    while (load := policy.next_load([r.probe for r in runs])) is not None:
+    while (load := next_load(policy, runs)) is not None:
         expanding = bracket([r.probe for r in runs])[1] is None
-        run_ = probe(ctx, slo, settings, base, lengths, load, len(runs), short=expanding)
+        # A load already probed short is being re-measured: at full length.
+        short = expanding and load not in {r.probe.load for r in runs if r.probe.short}
+        run_ = probe(ctx, slo, settings, base, lengths, load, len(runs), short=short)
         runs.append(run_)
+        if run_.interrupted:
+            log.warning("capacity_search: probe %d at %.4g interrupted: no verdict, the search stops", len(runs), load)
+            break
         log.info("capacity_search: probe %d at %.4g -> %s (%s = %.4g, limit %.4g)%s%s", len(runs), load,
                  "pass" if run_.probe.passed else "fail", run_.extra.get("metric"), run_.probe.value,
                  run_.probe.threshold, " [cached]" if run_.probe.cached else "",
                  f" [stopped: {run_.stop_reason}]" if run_.probe.early_stopped else "")
+        if run_.extra.get("vetoes"):
+            log.info("capacity_search: probe %d at %.4g met the SLO but is not a pass: %s", len(runs), load,
+                     "; ".join(run_.extra["vetoes"]))
         if run_.interrupted or run_.extra.get("endpoint_gone"):
             break
         if settings.out_of_time():
@@ -177,8 +198,10 @@ def probe(
     ctx: StageContext, slo: Any, settings: SearchSettings, base: Any, lengths: Any, load: float, index: int,
     *, short: bool = False,
 ) -> ProbeRun:
-    full = settings
-    settings = short_settings(settings) if short else settings
+    needed = min_requests(slo, settings)
+    shortened = short_settings(settings) if short else settings
+    is_short = shortened is not settings
+    settings = shortened if is_short else full_settings(settings, load, needed, _warmup(ctx, settings))
     arrival = at_load(base, load, settings.search)
     probe_dir = ctx.cache_dir / "probes" / digest(probe_identity(ctx, arrival, settings))
     unit = "conc" if settings.search == "concurrency" else "rps"
@@ -192,19 +215,25 @@ def probe(
             with ctx.endpoint_lock():
                 started = time.monotonic()  # time waiting for the lock is not the probe's
                 start_ns = time.time_ns()
-                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected, tracker)
+                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected, index, tracker)
                 window_ns = (start_ns, time.time_ns())
         else:
             table, meta = cached
+        checks = check_probe(_served(table), min_requests=needed, open_loop=settings.search == "rate")
         result = judge_probe(slo, table, load, meta, cached=cached is not None,
-                             duration_s=time.monotonic() - started, records_path=probe_dir / "records.jsonl")
-        result.probe = dataclasses.replace(result.probe, short=settings is not full)
+                             duration_s=time.monotonic() - started, records_path=probe_dir / "records.jsonl",
+                             vetoes=checks.vetoes(short=is_short, rate_tolerance=settings.rate_tolerance))
+        result.extra.update(offered_rps=checks.offered_rps, achieved_rps=checks.achieved_rps,
+                            measured_requests=checks.measured_requests)
+        result.probe = dataclasses.replace(result.probe, short=is_short)
         if window_ns is not None:
             result.extra.update(started_ns=window_ns[0], ended_ns=window_ns[1])
         tracker.log_params({"load": load, "search": settings.search, "probe_dir": str(probe_dir),
-                            "short": settings is not full})
-        tracker.set_tags({"etalon.cached": str(result.probe.cached).lower()})
-        tracker.log_metrics({**result.scalars, **result.extra.get("server", {}), "slo_passed": float(result.probe.passed),
+                            "short": is_short})
+        tracker.set_tags({"etalon.cached": str(result.probe.cached).lower(),
+                          "etalon.interrupted": str(result.interrupted).lower()})
+        verdict = {} if result.interrupted else {"slo_passed": float(result.probe.passed)}
+        tracker.log_metrics({**result.scalars, **result.extra.get("server_metrics", {}), **verdict,
                              "early_stopped": float(result.probe.early_stopped),
                              "probe_duration_s": result.probe.duration_s})
     return result
@@ -248,7 +277,7 @@ def _early_stop(slo: Any, expected: tuple[int, int]) -> Any:
 
 def _measure_probe(
     ctx: StageContext, slo: Any, settings: SearchSettings, arrival: Any, lengths: Any,
-    probe_dir: Path, expected: tuple[int, int], tracker: Any = None,
+    probe_dir: Path, expected: tuple[int, int], index: int, tracker: Any = None,
 ) -> tuple[RecordTable, dict[str, Any]]:
     from etalon.stages.benchmark import measure
 
@@ -260,12 +289,15 @@ def _measure_probe(
         num_requests=settings.probe_requests, duration_s=settings.probe_duration_s,
         warmup_requests=_warmup(ctx, settings), seed=ctx.cfg.workload.seed,
         should_stop=_early_stop(slo, expected) if settings.early_stop else None, tracker=tracker,
+        prompt_seed=ctx.prompt_seed("probe", index),  # fresh text per probe: no prefix-cache hits
     )
     reason = m.load.stop_reason
     kind = reason.split(":", 1)[0] if reason and reason.startswith((STOP_SLO, STOP_QUEUE)) else None
     meta = {"stop_reason": reason, "stop_kind": kind, "measured_s": m.load.duration_s,
-            "expected_requests": expected[0], "interrupted": m.interrupted, "endpoint_gone": m.endpoint_gone,
-            "server": m.server.scalars}
+            "expected_requests": expected[0], "interrupted": m.interrupted, **measured_against(ctx),
+            "endpoint_gone": m.endpoint_gone, "server_metrics": m.server.scalars,
+            "prompt_seed": ctx.prompt_seed("probe", index),
+            "cached_prompt_tokens": (m.accounting or {}).get("cached_prompt_tokens")}
     if not m.interrupted and not (m.partial and kind is None):
         # Only finished (or deliberately stopped) probes are cached: an interrupted one re-runs.
         (probe_dir / PROBE_META).write_bytes(orjson.dumps(meta))
@@ -294,36 +326,49 @@ def load_table(path: Path) -> RecordTable:
 
 def judge_probe(
     slo: Any, table: RecordTable, load: float, meta: dict[str, Any], *, cached: bool, duration_s: float,
-    records_path: Path,
+    records_path: Path, vetoes: list[str] | None = None,
 ) -> ProbeRun:
+    """The SLO verdict on a probe's served rows; ``vetoes`` (etalon.core.probe_checks) are reasons
+    the load was not really carried (too few requests, achieved below offered, a growing queue):
+    with any, a passing verdict is still a fail."""
     from etalon.stages.benchmark import summarize_table
 
     served = _served(table)
     stopped, truncated = meta["stop_kind"] is not None, meta["stop_reason"] is not None or bool(meta["interrupted"])
     summary, verdict = summarize_table(served, slo, partial=truncated)
     scalars = {k: float(v) for k, v in summary.scalars().items() if v is not None}
-    passed = verdict is not None and verdict.passed and not truncated
+    vetoes = list(vetoes or []) if verdict is not None and verdict.passed and not truncated else []
+    passed = verdict is not None and verdict.passed and not truncated and not vetoes
+    overloaded = any(not v.startswith("thin") for v in vetoes)
     value = math.nan if verdict is None else verdict.value
     p = Probe(
         load=load, passed=passed, value=value, threshold=math.nan if verdict is None else verdict.threshold,
-        # A stopped probe's records are a truncated run: its judged value is only a lower bound,
-        # so tell the search "far over" rather than a misleadingly small scale.
-        scale=math.inf if stopped else (math.nan if verdict is None else verdict.scale),
+        # A stopped probe's records are a truncated run, and a vetoed one did not carry its load:
+        # its judged value is only a lower bound, so tell the search "far over".
+        scale=math.inf if stopped or overloaded else (math.nan if verdict is None else verdict.scale),
         cached=cached, early_stopped=stopped, duration_s=duration_s)
     return ProbeRun(p, scalars, {} if verdict is None else dict(verdict.values), meta["stop_reason"],
                     records_path, interrupted=bool(meta["interrupted"]),
                     extra={"metric": None if verdict is None else verdict.metric,
-                           "measured_s": meta.get("measured_s"), "endpoint_gone": meta.get("endpoint_gone"),
-                           "server": meta.get("server") or {}})
+                           "measured_s": meta.get("measured_s"), "vetoes": vetoes,
+                           "measured_at": meta.get("measured_at"), "server": meta.get("server"),
+                           "cached_prompt_tokens": meta.get("cached_prompt_tokens"),
+                           "endpoint_gone": meta.get("endpoint_gone"),
+                           "server_metrics": meta.get("server_metrics") or {}})
 
 
 def best_run(runs: list[ProbeRun]) -> ProbeRun | None:
-    lo, _ = bracket([r.probe for r in runs])
-    return None if lo is None else next(r for r in runs if r.probe is lo)
+    """The probe the capacity rests on; an interrupted probe is no verdict and never counts."""
+    judged = [r for r in runs if not r.interrupted]
+    lo, _ = bracket([r.probe for r in judged])
+    return None if lo is None else next(r for r in judged if r.probe is lo)
 
 
-def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[ProbeRun]) -> StageResult:
-    """capacity.json, probes.csv, the capacity chart; the best load and its metrics as scalars."""
+def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[ProbeRun],
+           unconverged: str | None = None) -> StageResult:
+    """capacity.json, probes.csv, the capacity chart; the best load and its metrics as scalars.
+    ``unconverged`` (see ``convergence``) marks an answer that did not meet the precision."""
+    tell_reuse("probes", [r.extra for r in runs if r.probe.cached], ctx.cache_dir / "probes")
     best = best_run(runs)
     rate_key = "max_rate_rps" if settings.search == "rate" else "max_concurrency"
     tokens_key = "fluid_token_generation_rate_tokens_per_s" if slo.name == "deadline" else "output_tokens_per_s"
@@ -335,12 +380,20 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
         tokens_key: at_best.get("output_tokens_per_s"),
         "metrics_at_max": at_best,
         "verdict_at_max": best.verdict_values if best else None,
-        "lowest_failing": min((r.probe.load for r in runs if not r.probe.passed), default=None),
+        "lowest_failing": min((r.probe.load for r in runs if not r.probe.passed and not r.interrupted),
+                              default=None),
         "probes": [probe_row(r) for r in runs],
         "new_probes": sum(not r.probe.cached for r in runs),
+        # Ctrl-C: the pipeline stops after this stage's partial results are written.
+        "interrupted": any(r.interrupted for r in runs),
+        "converged": unconverged is None,
+        "unconverged_reason": unconverged,
+        "min_probe_requests": min_requests(slo, settings),
+        # Prompt tokens the server said it served from its prefix cache, over the probes that told.
+        "cached_prompt_tokens": _sum_known(r.extra.get("cached_prompt_tokens") for r in runs),
         "endpoint_gone": next((r.extra["endpoint_gone"] for r in runs if r.extra.get("endpoint_gone")), None),
         "time_limit_reached": settings.out_of_time(),
-        "server_at_max": (best.extra.get("server") or {}) if best else {},
+        "server_at_max": (best.extra.get("server_metrics") or {}) if best else {},
     }
     if settings.search == "concurrency":
         data["max_rate_rps"] = None  # a closed loop has no offered rate to hand on
@@ -356,19 +409,32 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
         scalars[rate_key] = float(best.probe.load)
         if data[tokens_key] is not None:
             scalars[tokens_key] = float(data[tokens_key])
-    if best is None:
+    if best is None and not data["interrupted"]:
         log.warning("capacity_search: no probed load met the SLO (lowest tried %.4g)", min(r.probe.load for r in runs))
+    elif unconverged is not None and not data["interrupted"]:
+        log.warning("capacity_search: NOT CONVERGED: %s; the reported %s is the highest full-length pass", unconverged,
+                    rate_key)
+    scalars["converged"] = float(unconverged is None)
     return StageResult(name=ctx.stage_name, stage_dir=ctx.stage_dir, scalars=scalars, data=data,
                        artifacts=paths, partial=any(r.interrupted for r in runs) or bool(data["endpoint_gone"])
                        or bool(data["time_limit_reached"]))
+
+
+def _sum_known(values: Any) -> int | None:
+    known = [int(v) for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def probe_row(r: ProbeRun) -> dict[str, Any]:
     p = r.probe
     return {"load": p.load, "passed": p.passed, "metric": r.extra.get("metric"), "value": p.value,
             "threshold": p.threshold, "scale": p.scale, "cached": p.cached, "early_stopped": p.early_stopped,
-            "short": p.short,
-            "stop_reason": r.stop_reason, "duration_s": p.duration_s, "measured_s": r.extra.get("measured_s"),
+            "short": p.short, "interrupted": r.interrupted,
+            "stop_reason": r.stop_reason, "vetoes": "; ".join(r.extra.get("vetoes") or []) or None,
+            "measured_requests": r.extra.get("measured_requests"), "offered_rps": r.extra.get("offered_rps"),
+            "achieved_rps": r.extra.get("achieved_rps"), "cached_prompt_tokens": r.extra.get("cached_prompt_tokens"),
+            "measured_at": r.extra.get("measured_at"),
+            "duration_s": p.duration_s, "measured_s": r.extra.get("measured_s"),
             "output_tokens_per_s": r.scalars.get("output_tokens_per_s"), "records": str(r.records_path),
             "started_ns": r.extra.get("started_ns"), "ended_ns": r.extra.get("ended_ns")}
 

@@ -77,6 +77,9 @@ def endpoint_identity(ctx: StageContext) -> dict[str, Any]:
         "endpoint": endpoint,
         "sim": ctx.cfg.sim,
         "model": dataclasses.asdict(ctx.cfg.model),
+        # What the server said it is (models, max_model_len, version, *_info metrics): a server
+        # restarted with other settings behind the same URL is another endpoint.
+        "server": getattr(ctx.endpoint, "server_identity", None),
     }
 
 
@@ -114,10 +117,15 @@ def run(
     cache_file = ctx.cache_dir / "prefill" / key / MEASUREMENTS_FILE
     cached = cache_file.exists()
     if cached:
+        from etalon.stages.reuse import tell_reuse
+
         log.info("prefill_profile: reusing measurements from %s", cache_file)
         measured = orjson.loads(cache_file.read_bytes())
+        tell_reuse("prefill profile measurements", [measured], cache_file.parent)
     else:
-        measured = _measure(ctx, lengths, repetitions, output_tokens)
+        from etalon.stages.reuse import measured_against
+
+        measured = {**_measure(ctx, lengths, repetitions, output_tokens), **measured_against(ctx)}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_bytes(orjson.dumps(measured))
     return _finish(ctx, measured, statistic, model_factory, cached)
@@ -140,9 +148,12 @@ def _measure(ctx: StageContext, lengths: list[int], repetitions: int, output_tok
         out_dir=ctx.stage_dir / "requests",
         slo=TbtTtftSlo(ttft_s=1e9, tbt_s=1e9),  # only the records are used here
     )
+    if m.interrupted:
+        # Ctrl-C: the records are written; the pipeline stops here (nothing to fit, no later stage).
+        raise KeyboardInterrupt
     t = m.table
     keep = t.ok & ~t.warmup & (t.first_token_ns >= 0)
-    if m.interrupted or not keep.any():
+    if not keep.any():
         raise StageError(f"prefill_profile: no usable request (stop reason: {m.load.stop_reason})")
     ttft = (t.first_token_ns[keep] - t.sent_ns[keep]) / 1e9
     return {"prompt_tokens": t.prompt_tokens[keep].tolist(), "ttft_s": ttft.tolist(),

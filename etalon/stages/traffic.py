@@ -35,8 +35,9 @@ def _root_cause(exc: BaseException) -> str:
 
 def build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int | None,
                    duration_s: float | None, warmup_requests: int, max_total_tokens: int,
-                   seed: int) -> tuple[Any, list[Any]]:
-    """The schedule and one prompt per request (a session turn's prompt is its new user message)."""
+                   seed: int, prompt_seed: int | None = None) -> tuple[Any, list[Any]]:
+    """The schedule and one prompt per request (a session turn's prompt is its new user message).
+    The schedule follows ``seed``; prompt content follows ``prompt_seed`` (None: ``seed``)."""
     from etalon.core.workload import build_schedule
     from etalon.datasets.tokenizers import load_tokenizer
     from etalon.loadgen.plan import gc_paused
@@ -44,12 +45,13 @@ def build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int | 
     with gc_paused():
         return _build_workload(cfg, arrival, lengths, num_requests=num_requests, duration_s=duration_s,
                                warmup_requests=warmup_requests, max_total_tokens=max_total_tokens, seed=seed,
-                               build_schedule=build_schedule, tokenizer=load_tokenizer(cfg.model.tokenizer))
+                               build_schedule=build_schedule, tokenizer=load_tokenizer(cfg.model.tokenizer),
+                               prompt_seed=seed if prompt_seed is None else prompt_seed)
 
 
 def _build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int | None,
                     duration_s: float | None, warmup_requests: int, max_total_tokens: int, seed: int,
-                    build_schedule: Any, tokenizer: Any) -> tuple[Any, list[Any]]:
+                    build_schedule: Any, tokenizer: Any, prompt_seed: int) -> tuple[Any, list[Any]]:
     from dataclasses import replace
 
     source = prompt_source(cfg)
@@ -69,14 +71,14 @@ def _build_workload(cfg: Any, arrival: Any, lengths: Any, *, num_requests: int |
         arrival, lengths, num_requests=num_requests, duration_s=duration_s,
         warmup_requests=warmup_requests, max_total_tokens=max_total_tokens, seed=seed,
         sessions=sessions, session_turns=session_turns)
-    plan = source.build(schedule, tokenizer, seed, max_total_tokens)
+    plan = source.build(schedule, tokenizer, prompt_seed, max_total_tokens)
     if sessions is not None and any(not isinstance(p, str) for p in plan.prompts):
         raise ConfigError("workload.sessions: the prompt source must give one text per turn "
                           f"({type(source).__name__} gives chat message lists)")
     schedule = replace(schedule, prompt_tokens=plan.prompt_tokens, output_tokens=plan.output_tokens)
     if isinstance(source, SharedPrefixPrompts):
         block = _block_size(cfg)
-        expected = source.expected_hit_fraction(plan.prompt_tokens, seed, block)
+        expected = source.expected_hit_fraction(plan.prompt_tokens, prompt_seed, block)
         log.info("shared prefixes: expected prefix-cache hit fraction %.3f (%d groups of %d tokens, "
                  "%d-token blocks, unbounded cache)", expected, source.num_groups, source.prefix_tokens, block)
         print(f"expected prefix-cache hit fraction: {expected:.3f}", flush=True)

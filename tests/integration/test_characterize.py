@@ -35,6 +35,11 @@ def test_characterize_leaves_profile_capacity_and_benchmark(characterize) -> Non
     assert capacity["fluid_token_generation_rate_tokens_per_s"] > 0.8 * 20 * 28
     stage = orjson.loads((run.run_dir / "benchmark" / "stage_result.json").read_bytes())
     assert stage["data"]["rate_rps"] == capacity["max_rate_rps"]
+    # The benchmark at the found capacity is judged against the same SLO and says whether it held.
+    check = stage["data"]["capacity_check"]
+    assert check["load"] == capacity["max_rate_rps"] and check["verified"] == (stage["scalars"]["slo_passed"] == 1.0)
+    assert stage["scalars"]["capacity_verified"] == float(check["verified"])
+    assert capacity["converged"] is True and capacity["cached_prompt_tokens"] in (None, 0)  # fresh prompts: no hits
 
 
 def test_characterize_is_nested_in_one_mlflow_run(characterize) -> None:

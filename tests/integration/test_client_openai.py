@@ -132,7 +132,7 @@ def test_k_token_chunks_and_non_content_chunks(server: ScriptedServer) -> None:
     sent = server.requests[-1]
     assert sent["path"] == "/v1/chat/completions"
     assert sent["headers"]["Authorization"] == "Bearer sk-secret"
-    assert sent["headers"]["X-Request-Id"] == "7"
+    assert sent["headers"]["X-Request-Id"].endswith("-000000000007")  # a UUID string ending in the index
     body = sent["body"]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["max_tokens"] == 16 and body["min_tokens"] == 16 and body["ignore_eos"] is True

@@ -155,3 +155,16 @@ def test_short_bracket_end_is_remeasured_at_full_length_and_a_false_pass_is_drop
     assert policy.next_load(history) == 24.0
     history.append(Probe(31.5, True))
     assert policy.next_load(history) is None  # both ends full-length and 1.6 % apart: done
+
+
+def test_full_probes_failing_above_a_short_pass_remeasure_it_early():
+    """Two full narrowing probes failing just above a short pass make that pass suspect: it is
+    re-measured at full length at once, not after bisecting all the way down to it."""
+    policy = ExpandBisectSearch(start_rate_rps=8.0, precision=0.05)
+    history = [Probe(8.0, True, short=True), Probe(16.0, True, short=True), Probe(32.0, True, short=True),
+               Probe(64.0, False, short=True), Probe(48.0, False)]
+    assert policy.next_load(history) == 40.0  # one failure is no streak: narrow on
+    history.append(Probe(40.0, False))
+    assert policy.next_load(history) == 32.0  # two in a row: re-measure the short pass at 32
+    history.append(Probe(32.0, False))
+    assert bracket(history)[0].load == 16.0 and policy.next_load(history) == 24.0

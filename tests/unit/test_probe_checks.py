@@ -1,0 +1,95 @@
+"""Probe trust checks: minimum requests from the SLO quantile, achieved vs offered, growing queue."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from etalon.core.probe_checks import (
+    check_probe,
+    default_min_requests,
+    fitted_rate_rps,
+    growing_queue,
+    inflight_at,
+)
+from etalon.core.records import RecordTable, RequestRecord
+
+S = 1_000_000_000
+
+
+def test_default_min_requests_from_quantile() -> None:
+    assert default_min_requests(0.99) == 100
+    assert default_min_requests(0.999) == 1000
+    assert default_min_requests(0.95) == 20 and default_min_requests(0.5) == 20  # the floor
+    assert default_min_requests(1.0) == 20
+    with pytest.raises(ValueError):
+        default_min_requests(0.0)
+
+
+def test_fitted_rate_of_a_constant_process_is_exact() -> None:
+    assert fitted_rate_rps(np.arange(50) * (S // 4)) == pytest.approx(4.0)
+    assert math.isnan(fitted_rate_rps(np.array([0, S])))
+
+
+def test_inflight_at_hand_counted() -> None:
+    sent = np.array([0, 1, 2]) * S
+    end = np.array([5, 2, 3]) * S
+    # at t=0: #0; t=1.5: #0 #1; t=2: #1 ended, #2 started; t=4: #0 only.
+    assert inflight_at(np.array([0, 1.5 * S, 2 * S, 4 * S]).astype(np.int64), sent, end).tolist() == [1, 2, 2, 1]
+
+
+def _table(sched_s: np.ndarray, end_s: np.ndarray, generation_s: float = 0.1) -> RecordTable:
+    """Requests sent as planned; the first token ``generation_s`` before the end (the rest is waiting)."""
+    recs = []
+    for i, (s, e) in enumerate(zip(sched_s, end_s)):
+        first = int(max(e - generation_s, s) * S)
+        recs.append(RequestRecord(request_id=i, scheduled_ns=int(s * S), sent_ns=int(s * S), end_ns=int(e * S),
+                                  first_token_ns=first, token_ns=[first]))
+    return RecordTable.from_records(recs)
+
+
+def test_server_keeping_up_passes_every_check() -> None:
+    sched = np.arange(200) / 10.0  # 10 rps for 20 s, each served in 0.5 s
+    checks = check_probe(_table(sched, sched + 0.5), min_requests=100, open_loop=True)
+    assert checks.offered_rps == pytest.approx(10.0) and checks.achieved_rps == pytest.approx(10.0)
+    assert checks.vetoes(short=False, rate_tolerance=0.1) == []
+
+
+def test_overloaded_server_fails_on_achieved_and_queue() -> None:
+    sched = np.arange(200) / 10.0  # 10 rps offered, served one after another at 5 rps
+    end = np.zeros(200)
+    t = 0.0
+    for i, s in enumerate(sched):
+        t = max(t, s) + 0.2
+        end[i] = t
+    checks = check_probe(_table(sched, end), min_requests=100, open_loop=True)
+    assert checks.achieved_rps == pytest.approx(5.0, rel=1e-6)
+    vetoes = checks.vetoes(short=True, rate_tolerance=0.1)
+    assert any(v.startswith("achieved 5 rps < 0.9 x offered 10 rps") for v in vetoes), vetoes
+    assert growing_queue(_table(sched, end)) is not None and any("queue grows" in v for v in vetoes)
+
+
+def test_thin_full_probe_is_vetoed_a_thin_short_one_is_not() -> None:
+    sched = np.arange(40) / 10.0
+    checks = check_probe(_table(sched, sched + 0.1), min_requests=100, open_loop=True)
+    assert checks.vetoes(short=False, rate_tolerance=0.1) == ["thin: 40 measured requests < 100 needed"]
+    assert checks.vetoes(short=True, rate_tolerance=0.1) == []
+
+
+def test_output_length_jitter_widens_the_rate_tolerance() -> None:
+    """Generation times of 0.1..3.1 s over a 6 s probe stretch the completions by chance; p90 - p10
+    of the early generation times (2.4 s) over the 5.9 s span widens the floor to 0.9 - 0.41."""
+    sched = np.arange(60) / 10.0
+    gen = 0.1 + (np.arange(60) * 7 % 31) / 10.0
+    checks = check_probe(_table(sched, sched + gen, generation_s=10.0), min_requests=20, open_loop=True)
+    assert checks.latency_spread == pytest.approx(2.4 / 5.9, abs=0.01)
+    assert checks.vetoes(short=False, rate_tolerance=0.1) == []
+
+
+def test_closed_loop_has_no_rate_checks() -> None:
+    sched = np.arange(200) / 10.0
+    checks = check_probe(_table(sched, sched * 3), min_requests=100, open_loop=False)
+    assert math.isnan(checks.offered_rps) and checks.queue is None
+    assert checks.vetoes(short=False, rate_tolerance=0.1) == []
