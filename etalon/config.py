@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,21 @@ from omegaconf import MISSING
 
 class ConfigError(ValueError):
     """A config value a user set is invalid; the message names the key."""
+
+
+# Beyond this a run's schedule and records would not fit in memory; a typo, not a benchmark.
+MAX_REQUESTS = 10_000_000
+MAX_CONTEXT_TOKENS = 1 << 24  # 16M tokens: above every served model's context
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+-]{0,127}")
+
+
+def safe_name(value: str, key: str = "experiment_name") -> str:
+    """``value`` if it can name a directory (no separators, no ``..``); else a ConfigError."""
+    text = str(value)
+    _require(bool(SAFE_NAME.fullmatch(text)) and ".." not in text, key,
+             f"{text!r} cannot name a run directory: use letters, digits and . _ = , + - "
+             "(starting with a letter or digit, no '..', at most 128)")
+    return text
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -31,7 +47,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name", "must be set")
-        _require(self.context_tokens >= 2, "model.context_tokens", f"must be >= 2, got {self.context_tokens}")
+        _require(2 <= self.context_tokens <= MAX_CONTEXT_TOKENS, "model.context_tokens",
+                 f"must be in [2, {MAX_CONTEXT_TOKENS:,}], got {self.context_tokens:,}")
 
 
 @dataclass
@@ -160,7 +177,14 @@ class WorkloadConfig:
             "set num_requests and/or duration_s",
         )
         if self.num_requests is not None:
-            _require(self.num_requests >= 1, "workload.num_requests", f"must be >= 1, got {self.num_requests}")
+            _require(1 <= self.num_requests <= MAX_REQUESTS, "workload.num_requests",
+                     f"must be in [1, {MAX_REQUESTS:,}], got {self.num_requests:,}")
+        _require(self.warmup_requests <= MAX_REQUESTS, "workload.warmup_requests",
+                 f"must be <= {MAX_REQUESTS:,}, got {self.warmup_requests:,}")
+        rate = self.arrival.get("rate_rps") if isinstance(self.arrival, dict) else None
+        if self.duration_s is not None and isinstance(rate, (int, float)) and self.num_requests is None:
+            _require(rate * self.duration_s <= MAX_REQUESTS, "workload.duration_s",
+                     f"{self.duration_s} s at {rate} rps is over {MAX_REQUESTS:,} requests")
         if self.duration_s is not None:
             _require(self.duration_s > 0, "workload.duration_s", f"must be > 0, got {self.duration_s}")
         _require(self.warmup_requests >= 0, "workload.warmup_requests", f"must be >= 0, got {self.warmup_requests}")
@@ -221,19 +245,52 @@ class StageConfig:
     run: Any = MISSING
 
 
+STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
 @dataclass
 class PipelineConfig:
-    """A declarative pipeline: stages run in order (files in pipelines/)."""
+    """A declarative pipeline (files in pipelines/): stages keyed by name, run in ``order``.
+
+    Each stage is a partial stage function (``_target_``, ``_partial_: true``) with its parameters,
+    addressable as ``pipeline.stages.<name>.<param>``. ``order`` lists every stage once; it may be
+    left empty only when there is a single stage."""
 
     name: str = MISSING
     description: str = ""
     resume: bool = False
-    stages: list[StageConfig] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    stages: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(len(self.stages) > 0, "pipeline.stages", "a pipeline needs at least one stage")
-        names = [s.name for s in self.stages]
-        _require(len(set(names)) == len(names), "pipeline.stages", f"stage names must be unique, got {names}")
+        for name, stage in self.stages.items():
+            _require(bool(STAGE_NAME.fullmatch(name)), f"pipeline.stages.{name}",
+                     "a stage name is a letter then letters, digits, '_' or '-' (at most 64)")
+            _require(isinstance(stage, dict) and "_target_" in stage, f"pipeline.stages.{name}",
+                     "must be a mapping with a _target_ (the stage function) and its parameters")
+        if not self.order:
+            _require(len(self.stages) == 1, "pipeline.order",
+                     f"must list the stages in the order they run (stages: {', '.join(self.stages)})")
+            return
+        for name in self.order:
+            _require(name in self.stages, "pipeline.order",
+                     f"unknown stage {name!r}{did_you_mean(name, self.stages)}; stages: {', '.join(self.stages)}")
+        _require(len(set(self.order)) == len(self.order), "pipeline.order", f"names a stage twice: {self.order}")
+        missing = [n for n in self.stages if n not in self.order]
+        _require(not missing, "pipeline.order", f"does not list stage(s) {', '.join(missing)}")
+
+    def steps(self) -> list[StageConfig]:
+        """The stages in the order they run, each as a name and its partial stage function."""
+        return [StageConfig(name=n, run=self.stages[n]) for n in (self.order or list(self.stages))]
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the nearest choice, or ``""`` when none is close."""
+    import difflib
+
+    match = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 @dataclass
@@ -254,6 +311,7 @@ class EtalonConfig:
     print_summary: bool = True
 
     def __post_init__(self) -> None:
+        safe_name(self.experiment_name)
         _require(
             self.endpoint.base_url is not None or self.endpoint.server is not None or self.server is not None,
             "endpoint.base_url",
@@ -268,8 +326,12 @@ class EtalonConfig:
 
 def register_configs() -> None:
     """Register the top-level schema (YAML presets under conf/ fill its values) and the resolvers."""
+    from omegaconf import OmegaConf
+
     from etalon.resolvers import register_resolvers
 
     register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="etalon_schema", node=EtalonConfig)
+    # Used in hydra.run.dir: a name that would escape outputs/ fails before Hydra creates anything.
+    OmegaConf.register_new_resolver("etalon.safe_name", safe_name, replace=True)

@@ -1,20 +1,33 @@
-"""Command-line entry point: `python -m etalon.main +experiment=NAME key=value ...`."""
+"""Command-line entry point: `etalon +experiment=NAME key=value ...` (or `python -m etalon.main`)."""
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+import os
 
-from etalon.config import register_configs
+# Before MLflow is imported anywhere (also in Ray workers, which inherit the environment): its
+# records then go to the run's log file rather than straight to the terminal.
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from etalon.config import register_configs  # noqa: E402
+from etalon.runner.cli import config_dir, install_error_reporting  # noqa: E402
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def app(cfg: DictConfig) -> float | None:
     from etalon.runner.experiment import run_experiment
 
     return run_experiment(cfg)
+
+
+def main() -> None:
+    """The `etalon` console script."""
+    install_error_reporting()
+    app()
 
 
 if __name__ == "__main__":

@@ -43,9 +43,15 @@ def _check_max_rows(path: str | Path, max_rows: int | None) -> None:
 
 def read_trace(path: str | Path, max_rows: int | None = None) -> Trace:
     """Read an Azure (TIMESTAMP, ContextTokens, GeneratedTokens) or etalon (num_prefill_tokens,
-    num_decode_tokens, ...) CSV. Relative paths are resolved against the current directory."""
+    num_decode_tokens, ...) CSV. Relative paths are resolved against the current directory; a
+    bare file name is looked up by ``etalon.datasets.trace_store.resolve_trace``."""
+    from etalon.datasets.trace_store import TraceNotFoundError, resolve_trace
+
     _check_max_rows(path, max_rows)
-    resolved = Path(path).expanduser().resolve()
+    try:
+        resolved = resolve_trace(path)
+    except TraceNotFoundError as exc:
+        raise TraceFileError(str(exc)) from None
     if not resolved.is_file():
         raise TraceFileError(f"trace {path}: no such file ({resolved})")
     return _read_trace_cached(resolved, resolved.stat().st_mtime_ns, max_rows)

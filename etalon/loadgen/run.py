@@ -129,11 +129,10 @@ class _RayBackend:
     """One Ray actor process per LoadActor, spread across nodes."""
 
     def __init__(self, endpoint: EndpointSpec, settings: LoadSettings, count: int) -> None:
-        import ray
+        from etalon.loadgen.ray_init import ensure_ray
 
-        if not ray.is_initialized():
-            with _keep_sigterm_handler():
-                ray.init(address=settings.ray_address, include_dashboard=False, ignore_reinit_error=True)
+        with _keep_sigterm_handler():
+            ray = ensure_ray(settings.ray_address)
         self._ray = ray
         remote = ray.remote(LoadActor).options(
             num_cpus=settings.actor_num_cpus, scheduling_strategy="SPREAD"

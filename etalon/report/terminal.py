@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 from etalon.core.summary import RunSummary
 
@@ -23,10 +24,45 @@ _ROWS = (  # (label, metric, unit, scale, shown unit)
 )
 
 
+WIDTH = 100  # the whole table fits a 100-column terminal
+
+
 def _num(value: float | None, width: int = 9) -> str:
+    """A right-aligned number with digits that suit its size, always led by at least one space."""
     if value is None or not math.isfinite(value):
         return "-".rjust(width)
-    return f"{value:{width}.4g}"
+    size = abs(value)
+    if size >= 1e7:
+        text = f"{value:.3g}"
+    elif size >= 1000:
+        text = f"{value:,.0f}"
+    elif size >= 100:
+        text = f"{value:.1f}"
+    elif size >= 1:
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:.3f}"  # below a thousandth of the unit this reads 0.000, never 1e-06
+    if text.lstrip("-") in ("0.000", "0"):
+        text = "0"
+    return " " + text.rjust(width - 1)
+
+
+def format_header(items: list[tuple[str, str]]) -> list[str]:
+    """``label: value`` pairs packed into lines of at most ``WIDTH`` columns, separated by ``|``."""
+    lines: list[str] = []
+    current = ""
+    for label, value in items:
+        cell = f"{label}: {value}"
+        if len(cell) > WIDTH:
+            cell = cell[: WIDTH - 3] + "..."
+        if current and len(current) + 3 + len(cell) > WIDTH:
+            lines.append(current)
+            current = cell
+        else:
+            current = f"{current} | {cell}" if current else cell
+    if current:
+        lines.append(current)
+    return [*lines, "=" * WIDTH] if lines else []
 
 
 def _warnings(summary: RunSummary) -> list[str]:
@@ -35,8 +71,8 @@ def _warnings(summary: RunSummary) -> list[str]:
     if lag_p99 is not None and lag_p99 > DISPATCH_LAG_WARN_S:
         out.append(
             f"!!! WARNING: dispatch lag p99 = {lag_p99 * 1e3:.1f} ms > {DISPATCH_LAG_WARN_S * 1e3:.0f} ms: "
-            "the client fell behind its schedule (coordinated omission); latencies from the actual "
-            "send time understate what users saw: read the *_from_scheduled rows."
+            "the client fell behind (coordinated omission);\n"
+            "    latencies from the actual send time understate what users saw: read the *_from_scheduled rows."
         )
     if summary.partial:
         out.append("!!! WARNING: PARTIAL RUN: the run stopped early; numbers cover completed requests only.")
@@ -87,10 +123,19 @@ def _count_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
-def format_summary(summary: RunSummary) -> str:
-    """A readable fixed-width table: latency percentiles, throughput, fluidity, errors, warnings."""
+def format_summary(summary: RunSummary, header: list[tuple[str, str]] | None = None) -> str:
+    """A readable fixed-width table (at most 100 columns): a header naming what was measured
+    (``header``: endpoint, model, workload, load), latency percentiles, throughput, fluidity,
+    errors, warnings."""
     warnings = _warnings(summary)
-    parts = [*warnings, *_count_lines(summary), "", *_distribution_lines(summary), "", *_rate_lines(summary)]
+    parts = [*format_header(header or []), *warnings, *_count_lines(summary), "",
+             *_distribution_lines(summary), "", *_rate_lines(summary)]
     if warnings:
         parts += ["", *warnings]  # repeated at the bottom: the last thing on screen
-    return "\n".join(parts)
+    return "\n".join(line for part in parts for piece in part.split("\n") for line in _wrap(piece))
+
+
+def _wrap(line: str) -> list[str]:
+    if len(line) <= WIDTH:
+        return [line]
+    return textwrap.wrap(line, WIDTH, subsequent_indent="    ", break_on_hyphens=False)

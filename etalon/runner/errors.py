@@ -8,6 +8,7 @@ from etalon.clients.base import EndpointError
 from etalon.config import ConfigError
 from etalon.datasets.tokenizers import TokenizerLoadError
 from etalon.datasets.traces import TraceFileError
+from etalon.loadgen.ray_init import RayStartError
 from etalon.runner.server import ServerStartError
 from etalon.stages.base import StageError
 
@@ -18,6 +19,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     TokenizerLoadError,
     TraceFileError,
     ServerStartError,
+    RayStartError,
     StageError,
     InstantiationException,
     ValueError,

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from etalon.config import EtalonConfig
+from etalon.config import ConfigError, EtalonConfig
 from etalon.core.redaction import redact_text
 from etalon.loadgen.interrupts import exit_status, signal_name, terminate_as_interrupt
 from etalon.loadgen.sink import is_disk_full
+from etalon.runner.config_checks import check_output_dirs, check_schema_keys, remove_unstarted_run_dir
 from etalon.runner.errors import USER_ERRORS, describe
 from etalon.runner.outputs import run_tags, save_resolved_config, tracking_params
 from etalon.runner.pipeline import run_pipeline
 from etalon.runner.redaction import secrets_of_config
-from etalon.runner.tracking import PARENT_TAG, tracked_run
+from etalon.runner.stage_params import check_stage_params
+from etalon.runner.tracking import PARENT_TAG, connect_in_background, tracked_run
 
 def load_config(dcfg: DictConfig) -> EtalonConfig:
     """Resolve and convert once; every cross-field check runs here, before any request is sent."""
@@ -32,19 +36,24 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     """The Hydra task function's body. Returns the main metric, or None when the job failed."""
     from hydra.core.hydra_config import HydraConfig
 
+    logging.captureWarnings(True)  # libraries' warnings go to the run's log file, not the terminal
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
     secrets = secrets_of_config(dcfg)
     try:
         with terminate_as_interrupt():
-            return _run(dcfg, run_dir, hydra_cfg, secrets)
+            value = _run(dcfg, run_dir, hydra_cfg, secrets)
+        print(f"etalon: done; results in {run_dir.resolve()}", flush=True)
+        return value
     except USER_ERRORS as exc:
         message = redact_text(describe(exc), secrets)
         print(f"etalon: error: {message}", file=sys.stderr, flush=True)
-        (run_dir / "error.txt").write_text(message + "\n")
         if multirun:
+            (run_dir / "error.txt").write_text(message + "\n")  # the sweep's summary names it
             return None  # the sweep goes on; the job's MLflow run is marked FAILED
+        if not remove_unstarted_run_dir(run_dir):
+            (run_dir / "error.txt").write_text(message + "\n")
         sys.exit(2)
     except OSError as exc:
         if not is_disk_full(exc):
@@ -67,6 +76,7 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) ->
     from etalon.runner.locks import endpoint_lock
 
     cfg = _validated(dcfg)
+    print(f"etalon: run directory {run_dir.resolve()}", flush=True)
     secrets = sorted(set(secrets) | set(save_resolved_config(dcfg, cfg, run_dir)), key=len, reverse=True)
     tags = run_tags(cfg, hydra_cfg)
     parent_id = _sweep_parent_id(hydra_cfg)
@@ -74,21 +84,26 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) ->
         tags[PARENT_TAG] = parent_id
     name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.pipeline.name}"
     # Jobs of a Ray sweep that measure the same endpoint wait for each other here.
-    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or _server_url(cfg))), \
-            tracked_run(cfg.tracking, name, tags, secrets) as tracker:
+    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or _server_url(cfg))), ExitStack() as stack:
+        connect_in_background(cfg.tracking)  # MLflow connects while the endpoint starts
+        try:
+            check_components(cfg)
+            endpoint, key = stack.enter_context(_endpoint_for(cfg, run_dir))
+        except USER_ERRORS:
+            with tracked_run(cfg.tracking, name, tags, secrets) as tracker:  # a FAILED run with the reason
+                tracker.log_params(tracking_params(cfg, dcfg, secrets))
+                if (run_dir / "server.log").exists():
+                    tracker.log_artifacts([run_dir / "server.log"])
+                raise
+        tracker = stack.enter_context(tracked_run(cfg.tracking, name, tags, secrets))
+        stack.callback(_log_server_log, tracker, run_dir)  # also after a failure or Ctrl-C
         tracker.log_params(tracking_params(cfg, dcfg, secrets))
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)
-        check_components(cfg)  # inside the run, so a bad value marks it FAILED with the reason
-        try:
-            with _endpoint_for(cfg, run_dir) as (endpoint, key):
-                tracker.set_tags({"endpoint.base_url": endpoint.base_url})
-                if endpoint.server is not None:
-                    tracker.log_params(_identity_params(endpoint.server))
-                results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
-        finally:
-            if (run_dir / "server.log").exists():
-                tracker.log_artifacts([run_dir / "server.log"])
+        tracker.set_tags({"endpoint.base_url": endpoint.base_url})
+        if endpoint.server is not None:
+            tracker.log_params(_identity_params(endpoint.server))
+        results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
     last = list(results.values())[-1]
     return last.scalars.get("output_tokens_per_s")
 
@@ -97,7 +112,7 @@ def needs_own_endpoint(cfg: EtalonConfig) -> bool:
     """False when every stage searches its own configs (each launching its own server): the job
     then starts no server of its own, so no two servers run at once on a CPU-only host."""
     return not all(isinstance(s.run, dict) and (s.run.get("configs") or s.run.get("grid"))
-                   for s in cfg.pipeline.stages)
+                   for s in cfg.pipeline.steps())
 
 
 def _endpoint_for(cfg: EtalonConfig, run_dir: Path) -> Any:
@@ -121,19 +136,20 @@ def _identity_params(identity: Any) -> dict[str, Any]:
 def _validated(dcfg: DictConfig) -> EtalonConfig:
     from etalon.config import ConfigError
 
+    check_schema_keys(dcfg)
     try:
         cfg = load_config(dcfg)
     except USER_ERRORS:
         raise
     except Exception as exc:  # OmegaConf validation errors name the key in their message
         raise ConfigError(str(exc).splitlines()[0]) from exc
+    check_stage_params(cfg.pipeline)
+    check_output_dirs(cfg)
     return cfg
 
 
 def check_components(cfg: EtalonConfig) -> None:
     """Build every swappable part once, so a bad value fails before a server starts."""
-    from hydra.utils import instantiate
-
     from etalon.datasets.tokenizers import load_tokenizer
     from etalon.runner.endpoint import launches_simulator
     from etalon.runner.resources import check_cache_dir_writable, check_run_fits_in_memory
@@ -144,17 +160,36 @@ def check_components(cfg: EtalonConfig) -> None:
         from etalon.sim.config import sim_config_from_dict
 
         sim_config_from_dict(cfg.sim)
-    arrival, lengths = instantiate(cfg.workload.arrival), instantiate(cfg.workload.lengths)
+    arrival = _build(cfg.workload.arrival, "workload.arrival")
+    lengths = _build(cfg.workload.lengths, "workload.lengths")
     check_run_fits_in_memory(cfg, arrival, lengths)
     check_cache_dir_writable(cfg.cache_dir)
-    instantiate(cfg.slo)
-    for stage in cfg.pipeline.stages:
-        instantiate(stage.run)
+    _build(cfg.slo, "slo")
+    for stage in cfg.pipeline.steps():
+        _build(stage.run, f"pipeline.stages.{stage.name}")
     max_total_tokens(cfg)
+
+
+def _log_server_log(tracker: Any, run_dir: Path) -> None:
+    if (run_dir / "server.log").exists():
+        tracker.log_artifacts([run_dir / "server.log"])
 
 
 def _server_url(cfg: EtalonConfig) -> str:
     return cfg.server.base_url if cfg.launches_server and cfg.server is not None else ""
+
+
+def _build(node: Any, key: str) -> Any:
+    """``instantiate(node)``; a value the class rejects becomes one line naming the config key."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except USER_ERRORS as exc:
+        message = describe(exc)
+        if isinstance(exc, ConfigError) or message.startswith(("trace ", key)):
+            raise
+        raise ConfigError(f"{key}: {message}") from exc
 
 
 def _sweep_parent_id(hydra_cfg: Any) -> str | None:

@@ -17,7 +17,6 @@ from etalon.stages.capacity_parallel import SearchConfig, SearchOutcome
 
 log = logging.getLogger("etalon")
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass
@@ -138,7 +137,9 @@ def search_task(job: SearchJob) -> SearchOutcome:
     from etalon.runner.locks import endpoint_lock
     from etalon.stages.capacity_search import SearchSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # Ray forwards a task's stderr to the driver's terminal: etalon's lines, not libraries' INFO.
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(message)s")
+    logging.getLogger("etalon").setLevel(logging.INFO)
     check_components(job.cfg)
     settings = SearchSettings(**job.params)
     if settings.out_of_time():
@@ -219,7 +220,9 @@ def compose_config(overrides: list[str]) -> EtalonConfig:
     register_configs()
     if GlobalHydra.instance().is_initialized():  # inside the etalon app: same search path
         return _validated(compose("config", overrides=overrides))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    from etalon.runner.cli import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return _validated(compose("config", overrides=overrides))
 
 
@@ -233,11 +236,9 @@ def job_overrides() -> list[str]:
 
 
 def _ray(address: str | None) -> Any:
-    import ray
+    from etalon.loadgen.ray_init import ensure_ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
-    return ray
+    return ensure_ray(address)
 
 
 def _outcome(ray: Any, ref: Any, job: SearchJob) -> SearchOutcome:

@@ -32,10 +32,11 @@ def run_pipeline(
     tracker.log_params({"run.prompt_seed_base": prompt_base})
     log.info("prompt text seed base %d (set workload.prompt_seed=%d to send the same prompts again)",
              prompt_base, prompt_base)
-    for stage in cfg.pipeline.stages:
+    steps = cfg.pipeline.steps()
+    for stage in steps:
         results[stage.name] = _run_stage(cfg, stage, run_dir, endpoint, key, tracker, results, cache_dir,
                                          prompt_base)
-    last = results[cfg.pipeline.stages[-1].name]
+    last = results[steps[-1].name]
     tracker.log_metrics(last.scalars)
     tracker.set_tags({"etalon.partial": str(any(r.partial for r in results.values())).lower()})
     return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from contextlib import contextmanager
 from functools import partial
@@ -17,6 +18,9 @@ from etalon.runner.stale_runs import fail_dead_runs, process_tags
 from etalon.stages.base import NullTracker
 
 log = logging.getLogger(__name__)
+# MLflow's own stderr handler would print its store-migration INFO lines on every run; with this
+# its records go through the root logger (the run's log file).
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
 PARAM_BATCH = 100
 METRIC_BATCH = 1000
@@ -131,8 +135,41 @@ def open_run(
     tracker._call("end_run", lambda: client.set_terminated(tracker.run_id, status="FINISHED"))
 
 
+# One client per store and experiment for the whole process: every job of a sweep (and every
+# search task a Ray worker runs) reuses its connection instead of re-opening and re-checking the
+# store's schema.
+_CLIENTS: dict[tuple[str, str, str | None], tuple[Any, str]] = {}
+
+
+_CONNECT_LOCK = threading.Lock()
+FAILED_CONNECT_TTL_S = 60.0  # a store that failed is tried again after this (the next sweep job)
+_FAILED: dict[tuple[str, str, str | None], float] = {}
+
+
 def mlflow_client(tracking: TrackingConfig) -> tuple[Any, str] | None:
     """An MlflowClient and the experiment id, or None (with one warning) if the store is unreachable."""
+    key = (tracking.tracking_uri, tracking.experiment_name, tracking.artifact_location)
+    with _CONNECT_LOCK:  # a connection started by connect_in_background is waited for, not repeated
+        if key in _CLIENTS:
+            return _CLIENTS[key]
+        if time.monotonic() - _FAILED.get(key, -FAILED_CONNECT_TTL_S) < FAILED_CONNECT_TTL_S:
+            return None
+        connected = _connect(tracking)
+        if connected is None:
+            _FAILED[key] = time.monotonic()
+        else:
+            _CLIENTS[key] = connected
+        return connected
+
+
+def connect_in_background(tracking: TrackingConfig) -> None:
+    """Start connecting to the store (importing MLflow, creating or checking its schema) on a
+    thread, so that it overlaps the endpoint's start-up; ``mlflow_client`` then waits for it."""
+    if tracking.enabled:
+        threading.Thread(target=mlflow_client, args=(tracking,), name="etalon-mlflow-connect", daemon=True).start()
+
+
+def _connect(tracking: TrackingConfig) -> tuple[Any, str] | None:
     state = TrackingState()
 
     def connect() -> tuple[Any, str]:

@@ -76,14 +76,16 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     artifacts += write_report(ctx.stage_dir, m.table, m.summary)
     artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
     artifacts += m.server.artifacts
-    if ctx.cfg.print_summary:
-        print(format_summary(m.summary), flush=True)
+    text = format_summary(m.summary, header=summary_header(ctx, arrival))
+    if m.traffic:
         from etalon.stages.traffic import format_traffic
 
-        if m.traffic:
-            print(format_traffic(m.traffic), flush=True)
-        if m.server.scalars:
-            print(format_server_line(m.server.scalars, m.summary.scalars()), flush=True)
+        text += "\n" + format_traffic(m.traffic)
+    if m.server.scalars:
+        text += "\n" + format_server_line(m.server.scalars, m.summary.scalars())
+    artifacts.append(save_summary_text(ctx, text))
+    if ctx.cfg.print_summary:
+        print(text, flush=True)
     scalars = dict(m.summary.scalars())
     check = verify_capacity(ctx, rate_from, m) if rate_from is not None else None
     if check is not None:
@@ -114,6 +116,43 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
         artifacts=artifacts,
         partial=m.partial,
     )
+
+
+def summary_header(ctx: StageContext, arrival: Any) -> list[tuple[str, str]]:
+    """What the summary table describes: endpoint, model, workload and the load it was driven at."""
+    cfg = ctx.cfg
+    w = cfg.workload
+    size = f"{w.num_requests} requests" if w.num_requests is not None else ""
+    if w.duration_s is not None:
+        size = f"{size}, <= {w.duration_s:g} s" if size else f"{w.duration_s:g} s"
+    if w.warmup_requests:
+        size += f" (+{w.warmup_requests} warm-up)"
+    lengths = str(w.lengths.get("_target_", "?")).rsplit(".", 1)[-1] if isinstance(w.lengths, dict) else "?"
+    kind = type(arrival).__name__
+    if getattr(arrival, "closed_loop", False):
+        load = f"{kind}, concurrency {getattr(arrival, 'concurrency', '?')}"
+    else:
+        rate = getattr(arrival, "rate_rps", None)
+        load = f"{kind}, {rate:g} req/s" if isinstance(rate, (int, float)) else kind
+    return [
+        ("endpoint", f"{cfg.endpoint.name} {ctx.endpoint.base_url}"),
+        ("model", cfg.model.name),
+        ("workload", f"{lengths}, {size}"),
+        ("load", load),
+        ("stage", ctx.stage_name),
+    ]
+
+
+SUMMARY_TEXT = "summary.txt"
+
+
+def save_summary_text(ctx: StageContext, text: str) -> Path:
+    """The terminal summary as text: the stage's own file, and appended to the run's summary.txt."""
+    path = ctx.stage_dir / SUMMARY_TEXT
+    path.write_text(text + "\n")
+    with open(Path(ctx.run_dir) / SUMMARY_TEXT, "a") as run_file:
+        run_file.write(text + "\n\n")
+    return path
 
 
 def measure(

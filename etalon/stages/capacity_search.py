@@ -114,6 +114,9 @@ def run(ctx: StageContext, *, configs: list[Any] | None = None, runner: Any = No
     return capacity(ctx, SearchSettings(**params))
 
 
+run.stage_params = SearchSettings  # type: ignore[attr-defined]  # what **params may hold (checked before a run)
+
+
 def capacity(ctx: StageContext, settings: SearchSettings) -> StageResult:
     """One capacity search on ``ctx``'s config and endpoint: the single search code path, also
     what every parallel search task runs."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-TRACES_DIR = PROJECT_DIR.parent / "shared" / "traces"
+TRACES_DIR = Path(os.environ.get("ETALON_TRACES", PROJECT_DIR.parent / "shared" / "traces"))
 
 
 @dataclass
@@ -37,6 +37,7 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
             "RAY_USAGE_STATS_ENABLED": "0",
             "HF_HUB_OFFLINE": "1",
             "ETALON_TRACES": str(TRACES_DIR),
+            "ETALON_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -9,9 +9,9 @@ import pytest
 
 from tests.integration.etalon_cli import run_cli
 
-FAST_GRID = ("client=local", "pipeline.stages.0.run.probe_duration_s=2.0", "pipeline.stages.0.run.precision=0.2",
-             "pipeline.stages.0.run.max_probes=6", "pipeline.stages.0.run.expand_fraction=1.0",
-             "pipeline.stages.0.run.interpolate=false")
+FAST_GRID = ("client=local", "pipeline.stages.capacity_compare.probe_duration_s=2.0", "pipeline.stages.capacity_compare.precision=0.2",
+             "pipeline.stages.capacity_compare.max_probes=6", "pipeline.stages.capacity_compare.expand_fraction=1.0",
+             "pipeline.stages.capacity_compare.interpolate=false")
 
 
 @pytest.mark.slow

@@ -16,9 +16,9 @@ from tests.integration.etalon_cli import PROJECT_DIR, cli_env
 # characterize on the tiny engine with a small profile and long probes, so the signal lands in a probe.
 CHARACTERIZE = [
     "+experiment=characterize_sim", "tracking=none", "client=local", "client.start_delay_s=0.2",
-    "pipeline.stages.0.run.max_prompt_tokens=1024", "pipeline.stages.0.run.repetitions=1",
-    "pipeline.stages.1.run.probe_duration_s=60", "pipeline.stages.1.run.probe_requests=3000",
-    "pipeline.stages.1.run.start_rate_rps=4", "pipeline.stages.1.run.early_stop=false",
+    "pipeline.stages.prefill_profile.max_prompt_tokens=1024", "pipeline.stages.prefill_profile.repetitions=1",
+    "pipeline.stages.capacity_search.probe_duration_s=60", "pipeline.stages.capacity_search.probe_requests=3000",
+    "pipeline.stages.capacity_search.start_rate_rps=4", "pipeline.stages.capacity_search.early_stop=false",
 ]
 
 

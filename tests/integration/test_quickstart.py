@@ -15,8 +15,9 @@ from tests.integration.etalon_cli import run_cli
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("quickstart")
-    run = run_cli(tmp, "+experiment=quickstart", "workload.num_requests=40", "workload.warmup_requests=4",
-                  f"+sim.emission_log_path={tmp / 'emissions.jsonl'}")
+    # client=default: the preset runs in-process; this test keeps the Ray actor path covered.
+    run = run_cli(tmp, "+experiment=quickstart", "client=default", "workload.num_requests=40",
+                  "workload.warmup_requests=4", f"+sim.emission_log_path={tmp / 'emissions.jsonl'}")
     assert run.returncode == 0, run.stderr[-3000:]
     run.emission_log = tmp / "emissions.jsonl"
     return run
@@ -104,6 +105,7 @@ def test_client_measures_the_simulator_within_3_percent_at_32_streams(tmp_path: 
     run = run_cli(
         tmp_path,
         "+experiment=quickstart",
+        "client=default",  # the Ray actor path, as before the preset ran in-process
         "workload=closed_loop",
         "workload.arrival.concurrency=32",
         "workload.lengths.prompt_tokens=500",

@@ -20,7 +20,7 @@ FAST = ("tracking=none", "client=local", "workload.num_requests=4", "workload.wa
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (("workload=no_such_preset",), "Could not find 'workload/no_such_preset'"),
+        (("workload=no_such_preset",), "workload=no_such_preset: no such preset"),
         (("workload.no_such_key=1",), "no_such_key"),
         (("workload.arrival.rate_rps=-2",), "rate_rps"),
         (("workload=closed_loop", "workload.arrival.concurrency=0"), "concurrency"),
