@@ -1,22 +1,33 @@
-"""Client overhead: timing error against the simulator's own emission log, dispatch lag, CPU, ceiling.
+"""Client overhead: timing error against the server's own emission log, dispatch lag, CPU, ceiling.
 
 Run: python bench/client_overhead.py [--streams 16 64 256] [--rounds 3] [--warm on off] [--repeat 2]
+     [--clients local ray] [--sim-set modes.speculative_tokens=3 ...] [--continuous-usage on|off]
+     [--server URL --model NAME --emission-log PATH]   # any server that logs its emission times
 ``--warm`` sets client.warm_connections (on: the pool is warmed before the start; off: cold start).
-CPU is the whole run_load in this process, warm-up included. "round 0" is each user's first request
-(all planned at t=0): its TTFT (sent -> first token; the simulator's is 100 ms) includes a TCP connect
-when the pool is cold, and its dispatch lag is the burst of sends at the start.
-Client time and emission time are both CLOCK_MONOTONIC on this machine (sim is a child process), so
-token error = (client token_ns + actor epoch_mono_ns) - sim emission ns.
+``--clients`` compares client=local (one in-process actor) with Ray actors (``--ray-actors``, each a
+process) side by side on the same server. ``--server`` measures against a server you run yourself
+that appends one JSON line per finished request to ``--emission-log``: {"request_id": <the
+X-Request-Id etalon sent>, "token_ns": [CLOCK_MONOTONIC ns at which each output token was written]}
+(a chunk of k tokens: its time k times), e.g. ``python -m etalon.sim serve --preset simple --set
+emission_log_path=/tmp/emission.jsonl``; it must run on this machine (one monotonic clock). Without
+``--server`` the embedded simulator is started per measurement (``--sim-set`` changes its config).
+CPU (local client only) is the whole run_load in this process, warm-up included. "round 0" is each
+user's first request (all planned at t=0): its TTFT (sent -> first token; the simulator's is 100 ms)
+includes a TCP connect when the pool is cold, and its dispatch lag is the burst of sends at the start.
+Token error = (client token_ns + its actor's epoch_mono_ns) - server emission ns.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import resource
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import orjson
@@ -46,9 +57,35 @@ def sim_config(tmp: Path, ttft_s: float, tbt_s: float) -> dict:
     }
 
 
-def drive(base_url: str, schedule: Schedule, tmp: Path, warm: bool) -> tuple[object, float]:
-    spec = EndpointSpec(base_url=base_url, model="etalon-sim", ignore_eos=True)
-    settings = LoadSettings(backend="local", num_actors=1, max_inflight_per_actor=1024, start_delay_s=0.3,
+def with_sets(config: dict, sets: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a sim config dict."""
+    import yaml
+
+    for item in sets:
+        key, _, value = item.partition("=")
+        node = config
+        *parents, leaf = key.split(".")
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(value)
+    return config
+
+
+@dataclass
+class Target:
+    """Where the load goes and where the server logs what it emitted."""
+
+    base_url: str
+    model: str
+    emission_log: Path
+
+
+def drive(target: Target, schedule: Schedule, tmp: Path, warm: bool, client: str = "local",
+          ray_actors: int = 2, continuous_usage: bool = True) -> tuple[Any, float]:
+    spec = EndpointSpec(base_url=target.base_url, model=target.model, ignore_eos=True,
+                        continuous_usage_stats=continuous_usage)
+    settings = LoadSettings(backend=client, num_actors=1 if client == "local" else ray_actors,
+                            max_inflight_per_actor=1024, start_delay_s=0.3 if client == "local" else 1.0,
                             warm_connections=warm)
     before = resource.getrusage(resource.RUSAGE_SELF)
     result = run_load(schedule, ["hello world"] * len(schedule.prompt_tokens), spec, settings,
@@ -58,18 +95,45 @@ def drive(base_url: str, schedule: Schedule, tmp: Path, warm: bool) -> tuple[obj
     return result, cpu_s
 
 
-def accuracy(streams: int, rounds: int, warm: bool) -> None:
+@contextlib.contextmanager
+def target_for(args: argparse.Namespace, tmp: Path) -> Iterator[Target]:
+    if args.server:
+        yield Target(args.server, args.model, Path(args.emission_log))
+        return
+    config = with_sets(sim_config(tmp, 0.1, 0.02), args.sim_set)
+    with EmbeddedSimServer(config) as sim:
+        yield Target(sim.start(), "etalon-sim", tmp / "emission.jsonl")
+
+
+def read_emissions(path: Path, start: int) -> dict[int, list[int]]:
+    """Lines appended after byte ``start``: request id -> token emission times (ns)."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        lines = f.read().splitlines()
+    return {request_number(d["request_id"]): d["token_ns"] for d in map(orjson.loads, lines)}
+
+
+def request_number(header: str) -> int:
+    """etalon's request id from the X-Request-Id it sent: a UUID whose last 12 hex digits are the
+    id (etalon.clients.openai.request_uuid), or the plain number older versions sent."""
+    text = str(header)
+    return int(text) if text.isdigit() else int(text.rsplit("-", 1)[-1], 16)
+
+
+def accuracy(streams: int, rounds: int, warm: bool, args: argparse.Namespace, client: str = "local") -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        with EmbeddedSimServer(sim_config(tmp, 0.1, 0.02)) as sim:
-            result, cpu_s = drive(sim.start(), closed_loop(streams, rounds, 64), tmp, warm)
-        emitted = {int(d["request_id"].rsplit("-", 1)[-1], 16): d["token_ns"] for d in map(orjson.loads, (tmp / "emission.jsonl").read_bytes().splitlines())}
-    actor = result.actors[0]  # type: ignore[attr-defined]
-    epoch = actor["epoch_mono_ns"]
+        with target_for(args, tmp) as target:
+            start = target.emission_log.stat().st_size if target.emission_log.exists() else 0
+            result, cpu_s = drive(target, closed_loop(streams, rounds, 64), tmp, warm, client, args.ray_actors,
+                                  args.continuous_usage == "on")
+            time.sleep(0.2)  # the server logs a request after its last write
+            emitted = read_emissions(target.emission_log, start)
+    epochs = {a["actor"] if "actor" in a else i: a["epoch_mono_ns"] for i, a in enumerate(result.actors)}
     ttft_err, tbt_err, lag, tokens, first_ttft = [], [], [], 0, []
     for rec in result.records:  # type: ignore[attr-defined]
         sim_ns = np.asarray(emitted[rec.request_id], dtype=np.int64)
-        cli_ns = np.asarray(rec.token_ns, dtype=np.int64) + epoch
+        cli_ns = np.asarray(rec.token_ns, dtype=np.int64) + epochs[rec.actor]
         assert rec.status == "ok" and len(cli_ns) == len(sim_ns) == 64, rec
         ttft_err.append(cli_ns[0] - sim_ns[0])
         tbt_err.extend(np.diff(cli_ns) - np.diff(sim_ns))
@@ -78,13 +142,17 @@ def accuracy(streams: int, rounds: int, warm: bool) -> None:
         if rec.request_id < streams:  # user u's requests are u, u + streams, ...: round 0
             first_ttft.append(rec.first_token_ns - rec.sent_ns)
     ttft, tbt, lag_a, ttft0 = (np.asarray(x, dtype=np.float64) / MS for x in (ttft_err, tbt_err, lag, first_ttft))
+    actor = result.actors[0]  # type: ignore[attr-defined]
+    cpu = f"CPU {cpu_s / tokens * 1000 * 1e3:6.2f} ms/1k tok" if client == "local" else "CPU in actors"
     print(
-        f"warm {'on ' if warm else 'off'} {streams:>4} streams | TTFT err mean {ttft.mean():6.3f} p99 {np.percentile(ttft, 99):6.3f} ms"
+        f"{client:<5} warm {'on ' if warm else 'off'} {streams:>4} streams | TTFT err mean {ttft.mean():6.3f}"
+        f" p99 {np.percentile(ttft, 99):6.3f} ms"
         f" | TBT err mean {tbt.mean():+6.3f} p99|.| {np.percentile(np.abs(tbt), 99):6.3f} ms"
         f" | lag p50 {np.percentile(lag_a, 50):6.3f} p99 {np.percentile(lag_a, 99):6.3f} ms"
-        f" | CPU {cpu_s / tokens * 1000 * 1e3:6.2f} ms/1k tok ({tokens} tok)"
+        f" | {cpu} ({tokens} tok)"
         f" | round 0 TTFT mean {ttft0.mean():6.1f} max {ttft0.max():6.1f} ms"
-        f" | warmed {actor['warmed_connections']} conn in {actor['warm_up_s'] * 1e3:.1f} ms"
+        f" | warmed {actor['warmed_connections']} conn in {actor['warm_up_s'] * 1e3:.1f} ms",
+        flush=True,
     )
 
 
@@ -99,7 +167,7 @@ def ceiling_with_sim(streams: int, output_tokens: int, warm: bool) -> float:
         tmp = Path(tmp_name)
         config = {**sim_config(tmp, 0.0, 0.0), "emission_log_path": None}
         with EmbeddedSimServer(config) as sim:
-            result, _ = drive(sim.start(), closed_loop(streams, 2, output_tokens), tmp, warm)
+            result, _ = drive(Target(sim.start(), "etalon-sim", tmp), closed_loop(streams, 2, output_tokens), tmp, warm)
     return tokens_per_s(result)
 
 
@@ -146,8 +214,8 @@ def ceiling_with_blaster(streams: int, output_tokens: int, warm: bool) -> float:
     try:
         port = queue.get(timeout=30)
         with tempfile.TemporaryDirectory() as tmp_name:
-            result, _ = drive(f"http://127.0.0.1:{port}/v1", closed_loop(streams, 8, output_tokens), Path(tmp_name),
-                              warm)
+            target = Target(f"http://127.0.0.1:{port}/v1", "etalon-sim", Path(tmp_name))
+            result, _ = drive(target, closed_loop(streams, 8, output_tokens), Path(tmp_name), warm)
         return tokens_per_s(result)
     finally:
         proc.terminate()
@@ -160,12 +228,32 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warm", choices=["on", "off"], nargs="+", default=["on"])
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--clients", choices=["local", "ray"], nargs="+", default=["local"])
+    parser.add_argument("--ray-actors", type=int, default=2)
+    parser.add_argument("--sim-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="embedded simulator override, e.g. modes.speculative_tokens=3")
+    parser.add_argument("--server", help="base URL of a server that logs its emissions (see above)")
+    parser.add_argument("--model", default="etalon-sim")
+    parser.add_argument("--emission-log", help="the emission log that --server appends to")
+    parser.add_argument("--no-ceilings", action="store_true")
+    parser.add_argument("--continuous-usage", choices=["on", "off"], default="on",
+                        help="ask for usage in every chunk (exact tokens per chunk; the sim then writes usage per chunk)")
     args = parser.parse_args()
-    print("simulator: independent scheduler, TTFT 100 ms, TBT 20 ms, 64 output tokens, closed loop, 1 local actor")
+    if args.server and not args.emission_log:
+        parser.error("--server needs --emission-log")
+    if "ray" in args.clients:
+        import ray
+
+        ray.init(num_cpus=max(2, args.ray_actors), include_dashboard=False, log_to_driver=False)
+    where = args.server or f"simulator (independent, TTFT 100 ms, TBT 20 ms{', ' + ' '.join(args.sim_set) if args.sim_set else ''})"
+    print(f"{where}: 64 output tokens, closed loop; local = 1 in-process actor, ray = {args.ray_actors} actors")
     for _ in range(args.repeat):
         for warm in (w == "on" for w in args.warm):
             for streams in args.streams:
-                accuracy(streams, args.rounds, warm)
+                for client in args.clients:
+                    accuracy(streams, args.rounds, warm, args, client)
+            if args.no_ceilings or args.server:
+                continue
             t0 = time.monotonic()
             tag = f"warm {'on ' if warm else 'off'}"
             print(f"{tag} ceiling vs simulator (TTFT 0, TBT 0, 64 streams x 2000 tok): "

@@ -51,6 +51,9 @@ class ModelConfig:
                  f"must be in [2, {MAX_CONTEXT_TOKENS:,}], got {self.context_tokens:,}")
 
 
+OUTPUT_CHECKS = ("warn", "fail", "off")
+
+
 @dataclass
 class EndpointConfig:
     """Where requests go and how: client class, URL, auth, extra body, optional server to launch."""
@@ -68,10 +71,19 @@ class EndpointConfig:
     # Prometheus /metrics polled during every run (null: off); metrics_url null: the server's own.
     metrics_interval_s: float | None = 1.0
     metrics_url: str | None = None
+    # Ask for usage in every chunk (exact tokens per chunk); only for servers that accept it (vLLM).
+    continuous_usage_stats: bool = False
+    # Output checks (short/long outputs, implausible usage): warn, fail the run/probe, or off.
+    output_check: str = "warn"
     # A header with a fresh UUID string per request (servers log it); null sends none.
     request_id_header: str | None = "X-Request-Id"
 
     def __post_init__(self) -> None:
+        _require(
+            self.output_check in OUTPUT_CHECKS,
+            "endpoint.output_check",
+            f"must be one of {', '.join(OUTPUT_CHECKS)}, got {self.output_check!r}",
+        )
         if self.base_url is not None:
             _require(
                 self.base_url.startswith(("http://", "https://")),

@@ -39,7 +39,9 @@ class EndpointSpec:
     ``base_url`` includes the API prefix (``http://127.0.0.1:8000/v1``). ``api_key`` is a
     secret: it is kept out of ``repr`` and is only ever sent to ``base_url``.
     ``tokenizer`` names a tokenizer for ``etalon.datasets.tokenizers.load_tokenizer``, used to
-    count output tokens when the server sends no ``usage``.
+    count output tokens when the server sends no ``usage`` (and per chunk, when a chunk carries
+    several tokens). ``continuous_usage_stats`` asks for ``usage`` in every chunk (vLLM's
+    ``stream_options.continuous_usage_stats``): exact tokens per chunk.
     """
 
     base_url: str
@@ -52,6 +54,7 @@ class EndpointSpec:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     tokenizer: str | None = None
+    continuous_usage_stats: bool = False
     # Header carrying a fresh UUID string per request (None: send none).
     request_id_header: str | None = "X-Request-Id"
     # What the server said it is before the run (etalon.clients.identity.observe_server).
@@ -108,9 +111,13 @@ class EndpointStatusError(EndpointError):
     """The endpoint answered the pre-flight check with an HTTP error status (401, 403, 5xx)."""
 
     def __init__(self, url: str, status: int, message: str) -> None:
-        super().__init__(f"{url} answered HTTP {status}: {message}")
+        from etalon.core.text import for_terminal
+
+        # The server's body is shown stripped of control characters and capped; kept raw apart.
+        super().__init__(f"{url} answered HTTP {status}: {for_terminal(message)}")
         self.url = url
         self.status = status
+        self.server_message = message
 
 
 def make_client(spec: EndpointSpec) -> Client:

@@ -6,12 +6,25 @@ Token timing rule (documented contract of this module):
   monotonic time at which the read that completed the event returned, minus ``epoch_ns``.
   Events without text (role-only, finish-only, usage-only, keep-alive comments) are not tokens.
 - The output token count ``n`` comes from ``usage.completion_tokens`` when the server sends it
-  (source ``usage``), else from the tokenizer over the concatenated text (``tokenizer``), else it
-  is the number of content chunks (``chunks``).
-- ``token_ns`` has ``n`` entries built from the ``c`` content chunk times: ``n == c`` one per chunk;
-  ``n > c`` every chunk gets one token and the ``n - c`` extra tokens are shared among chunks in
-  proportion to their text length (largest remainder), each extra entry equal to its chunk's time;
-  ``n < c`` the first ``n`` chunk times are kept.
+  and it is plausible (source ``usage``), else from the tokenizer over the concatenated text
+  (``tokenizer``), else it is the number of content chunks (``chunks``); see
+  ``etalon.clients.chunks`` for the plausibility rule and the flags.
+- Each content chunk's token count (``chunk_tokens``) comes from per-chunk usage
+  (``endpoint.continuous_usage_stats``, which vLLM and the simulator honour), else from the
+  tokenizer over the chunk's text, else from sharing the ``n - c`` extra tokens in proportion to
+  text length (the spread rule); they always sum to ``n`` (``n < c``: the first ``n`` chunks carry
+  one token each, the rest none).
+- TBT when a chunk carries several tokens (used by every TBT, TPOT and deadline metric): a chunk
+  of k tokens delivers all k at its arrival time, so ``token_ns`` repeats the chunk's time k times.
+  The first token of the chunk gets the whole gap since the previous chunk, the other k - 1 get
+  gaps of 0. Hence mean TBT over a request equals TPOT (no token is dropped, unlike counting one
+  gap per chunk), p99 TBT shows the stall a user actually saw, and in the deadline recurrence a
+  chunk is late if its first token is; its other tokens are met and bank a full TBT deadline each.
+  The gap between chunks themselves is reported apart as inter-chunk latency, next to tokens per
+  chunk.
+- A chat chunk whose delta has no ``content`` but ``reasoning_content``/``reasoning`` is a
+  reasoning chunk (``chunk_reasoning``); TTFT is the first token of any kind, time to first answer
+  token the first non-reasoning chunk.
 
 Connections: a client sends on the actor's pooled session. By default (``client.warm_connections``)
 the pool is warmed before the run, so the first requests do not pay for TCP connect; see
@@ -29,6 +42,7 @@ import aiohttp
 import numpy as np
 import orjson
 
+from etalon.clients.chunks import StreamChunks, finish_record
 from etalon.clients.base import (
     EndpointProtocolError,
     EndpointSpec,
@@ -46,11 +60,18 @@ _DONE = b"[DONE]"
 class _StreamState:
     """What one response stream produced so far (mutated by the hot loop)."""
 
-    __slots__ = ("times", "texts", "usage", "done", "error_type", "error_message")
+    __slots__ = ("times", "texts", "usages", "marked", "usage", "done", "error_type", "error_message",
+                 "finish_reason", "outside")
 
     def __init__(self) -> None:
         self.times: list[int] = []
         self.texts: list[str] = []
+        self.usages: list[Any] = []  # the usage sent with each content chunk (None if none)
+        # (chunk index, choice) of chunks from reads holding the bytes "reasoning": only those can
+        # be reasoning chunks; they are told apart after the stream, off the timing path.
+        self.marked: list[tuple[int, dict[str, Any]]] = []
+        self.finish_reason: Any = None
+        self.outside = 0  # events with text outside "choices"
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.error_type: str | None = None
@@ -99,13 +120,26 @@ class OpenAIStreamingClient:
             return None
         return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
 
+    @staticmethod
+    def reasoning_flags(marked: list[tuple[int, dict[str, Any]]], n: int) -> list[bool]:
+        """Per content chunk: is its text reasoning (the delta has no answer ``content``)?
+        ``marked``: the (index, choice) of the only chunks that can be."""
+        flags = [False] * n
+        for i, choice in marked:
+            delta = choice.get("delta")
+            flags[i] = not (isinstance(delta, dict) and delta.get("content"))
+        return flags
+
     def body(self, request: PlannedRequest) -> bytes:
         body: dict[str, Any] = {
             "model": self.spec.model,
             **self.prompt_fields(request),
             "max_tokens": request.max_tokens,
             "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream_options": (
+                {"include_usage": True, "continuous_usage_stats": True}
+                if self.spec.continuous_usage_stats else {"include_usage": True}
+            ),
         }
         if self.spec.ignore_eos:
             body["ignore_eos"] = True
@@ -190,6 +224,8 @@ class OpenAIStreamingClient:
         chunk_text = self.chunk_text
         times = state.times
         texts = state.texts
+        usages = state.usages
+        marked = state.marked
         readany = resp.content.readany
         pending = b""
         parsed = 0  # JSON events seen: a stream of [DONE] alone answered nothing
@@ -199,6 +235,7 @@ class OpenAIStreamingClient:
                 data = pending + data
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n")
+            maybe_reasoning = b"reasoning" in data  # C-level scan; chunks are told apart after the stream
             events = data.split(b"\n\n")
             pending = events.pop()
             for event in events:
@@ -212,15 +249,23 @@ class OpenAIStreamingClient:
                     obj = loads(payload)
                     parsed += 1
                     choices = obj.get("choices")
+                    usage = obj.get("usage")
                     if choices:
-                        text = chunk_text(choices[0])
+                        choice = choices[0]
+                        text = chunk_text(choice)
                         if text:
                             if type(text) is not str:
                                 state.fail("malformed_chunk", f"text is not a string: {event[:200]!r}")
                                 return
                             times.append(now_ns)
                             texts.append(text)
-                    usage = obj.get("usage")
+                            usages.append(usage)
+                            if maybe_reasoning:
+                                marked.append((len(times) - 1, choice))
+                        if choice.get("finish_reason") is not None:
+                            state.finish_reason = choice["finish_reason"]
+                    elif _has_text_outside_choices(obj):
+                        state.outside += 1
                     if usage:
                         if type(usage) is not dict:
                             state.fail("malformed_usage", f"usage is not an object: {event[:200]!r}")
@@ -247,21 +292,27 @@ class OpenAIStreamingClient:
     def _finish(self, record: RequestRecord, state: _StreamState) -> None:
         if state.usage is not None:
             record.server_prompt_tokens, record.cached_tokens = prompt_usage(state.usage)
-        usage_tokens = _usage_tokens(state, record.requested_output_tokens)
-        if usage_tokens is not None:
-            n_tokens, record.output_tokens_source = usage_tokens, "usage"
-        elif self._count_tokens is not None:
-            n_tokens = self._count_tokens("".join(state.texts)) if state.texts else 0
-            record.output_tokens_source = "tokenizer"
-        else:
-            n_tokens, record.output_tokens_source = len(state.times), "chunks"
-        record.token_ns = spread_token_times(state.times, state.texts, n_tokens)
-        record.output_tokens = n_tokens
-        record.first_token_ns = record.token_ns[0] if record.token_ns else None
+        # An impossible usage claim fails the stream (issue 15: malformed_usage); finish_record then
+        # still flags it (usage_implausible) and states the count used instead.
+        _usage_tokens(state, record.requested_output_tokens)
         if state.error_type is not None:
             record.status = STATUS_ERROR
             record.error_type = state.error_type
             record.error_message = state.error_message
+        finish_record(record, self._chunks(state), self._count_tokens)
+
+    def _chunks(self, state: _StreamState) -> StreamChunks:
+        """The content chunks with their reasoning bit and per-chunk usage (off the timing path)."""
+        n = len(state.times)
+        return StreamChunks(
+            times=state.times,
+            texts=state.texts,
+            reasoning=self.reasoning_flags(state.marked, n),
+            cumulative=_per_chunk_usage(state.usages) if self.spec.continuous_usage_stats else [None] * n,
+            usage=state.usage,
+            finish_reason=state.finish_reason,
+            text_outside_choices=state.outside,
+        )
 
 
 class OpenAIChatClient(OpenAIStreamingClient):
@@ -283,6 +334,10 @@ class OpenAICompletionsClient(OpenAIStreamingClient):
     @staticmethod
     def chunk_text(choice: dict[str, Any]) -> str | None:
         return choice.get("text")
+
+    @staticmethod
+    def reasoning_flags(marked: list[tuple[int, dict[str, Any]]], n: int) -> list[bool]:
+        return [False] * n
 
 
 def prompt_usage(usage: Any) -> tuple[int | None, int | None]:
@@ -316,6 +371,18 @@ def spread_token_times(times: list[int], texts: list[str], n_tokens: int) -> lis
     if leftover:
         counts[np.argsort(counts - quota, kind="stable")[:leftover]] += 1
     return np.repeat(np.asarray(times, dtype=np.int64), counts + 1).tolist()
+
+
+def _per_chunk_usage(usages: list[Any]) -> list[Any]:
+    """Each content chunk's ``usage.completion_tokens`` (None where it sent none)."""
+    try:
+        return [u["completion_tokens"] for u in usages]
+    except (KeyError, TypeError, IndexError):  # some chunk without usage: the careful path
+        return [u.get("completion_tokens") if isinstance(u, dict) else None for u in usages]
+
+
+def _has_text_outside_choices(obj: dict[str, Any]) -> bool:
+    return any(obj.get(key) for key in ("text", "content", "delta", "message", "reasoning_content"))
 
 
 async def _drain_after_done(resp: aiohttp.ClientResponse) -> None:

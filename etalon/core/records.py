@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Iterable
 
 import numpy as np
@@ -19,6 +20,14 @@ class RequestRecord:
     schedule), read from the monotonic clock of the process that sent the request.
     ``token_ns`` holds the arrival time of every output token; a chunk that carries k tokens
     contributes k entries, the extra ones equal to the chunk's arrival time.
+
+    Per content chunk (same index in each list): ``chunk_ns`` its arrival time, ``chunk_tokens`` the
+    tokens it carried (``chunk_tokens_source``: ``continuous_usage``, ``tokenizer`` or ``spread``; see
+    ``etalon.clients.chunks``), ``chunk_reasoning`` whether its text was reasoning rather than answer.
+    ``token_ns`` is ``chunk_ns`` repeated ``chunk_tokens`` times. ``server_output_tokens`` is the
+    server's ``usage.completion_tokens`` claim as sent (None if absent or not a count);
+    ``output_tokens`` the count used (``output_tokens_source``). ``flags`` name the output checks the
+    request failed (``etalon.clients.chunks.FLAGS``); a flagged request may still be ``ok``.
     """
 
     request_id: int
@@ -45,6 +54,14 @@ class RequestRecord:
     cached_tokens: int | None = None
     # The load ramp stage the request was planned in (None outside ramps).
     load_stage: str | None = None
+    chunk_ns: list[int] = field(default_factory=list)
+    chunk_tokens: list[int] = field(default_factory=list)
+    chunk_reasoning: list[bool] = field(default_factory=list)
+    chunk_tokens_source: str | None = None
+    finish_reason: str | None = None
+    flags: list[str] = field(default_factory=list)
+    server_output_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -62,6 +79,10 @@ class RecordTable:
     Token times are ragged: the tokens of request i are
     ``token_ns[token_offsets[i]:token_offsets[i + 1]]`` (int64, ns since run start).
     ``first_token_ns`` is -1 where a request produced no token.
+    Content chunks are ragged the same way (``chunk_ns``, ``chunk_tokens``, ``chunk_reasoning`` by
+    ``chunk_offsets``); ``chunk_offsets`` is None for a table built without chunk data, and so are
+    ``flags`` (a tuple of flag names per request), ``finish_reason`` and ``reasoning_tokens`` (-1:
+    unknown).
     """
 
     request_id: np.ndarray
@@ -79,6 +100,13 @@ class RecordTable:
     error_type: np.ndarray
     token_ns: np.ndarray
     token_offsets: np.ndarray
+    chunk_ns: np.ndarray | None = None
+    chunk_tokens: np.ndarray | None = None
+    chunk_reasoning: np.ndarray | None = None
+    chunk_offsets: np.ndarray | None = None
+    flags: np.ndarray | None = None
+    finish_reason: np.ndarray | None = None
+    reasoning_tokens: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.request_id.shape[0])
@@ -116,6 +144,7 @@ class RecordTable:
             error_type=np.array([r.error_type or "" for r in recs], dtype=object),
             token_ns=tokens,
             token_offsets=offsets,
+            **_chunk_columns(recs),
         )
 
     def select(self, mask: np.ndarray) -> RecordTable:
@@ -129,6 +158,54 @@ class RecordTable:
         fields = {
             name: getattr(self, name)[idx]
             for name in self.__dataclass_fields__
-            if name not in ("token_ns", "token_offsets")
+            if name not in _RAGGED and getattr(self, name) is not None
         }
+        if self.chunk_offsets is not None:
+            chunk_gather, fields["chunk_offsets"] = _gather(self.chunk_offsets, idx)
+            for name in ("chunk_ns", "chunk_tokens", "chunk_reasoning"):
+                fields[name] = getattr(self, name)[chunk_gather]
         return RecordTable(**fields, token_ns=self.token_ns[gather], token_offsets=offsets)
+
+
+_RAGGED = ("token_ns", "token_offsets", "chunk_ns", "chunk_tokens", "chunk_reasoning", "chunk_offsets")
+
+
+def _gather(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of rows ``idx``'s items, their new offsets) of a ragged column."""
+    counts = np.diff(offsets)[idx]
+    new = np.zeros(idx.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=new[1:])
+    return np.repeat(offsets[idx] - new[:-1], counts) + np.arange(int(new[-1])), new
+
+
+def _chunk_columns(recs: list[RequestRecord]) -> dict[str, np.ndarray]:
+    n = len(recs)
+    counts = np.fromiter((len(r.chunk_ns) for r in recs), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+
+    def ragged(name: str, dtype: Any) -> np.ndarray:
+        lists = [getattr(r, name) for r in recs]
+        if any(len(v) != k for v, k in zip(lists, counts.tolist())):
+            lists = [_padded(v, k) for v, k in zip(lists, counts.tolist())]
+        return np.fromiter(chain.from_iterable(lists), dtype=dtype, count=total)
+
+    flags = np.empty(n, dtype=object)
+    flags[:] = [tuple(r.flags) for r in recs]
+    return {
+        "chunk_ns": ragged("chunk_ns", np.int64),
+        "chunk_tokens": ragged("chunk_tokens", np.int64),
+        "chunk_reasoning": ragged("chunk_reasoning", bool),
+        "chunk_offsets": offsets,
+        "flags": flags,
+        "finish_reason": np.array([r.finish_reason or "" for r in recs], dtype=object),
+        "reasoning_tokens": np.fromiter(
+            (-1 if r.reasoning_tokens is None else r.reasoning_tokens for r in recs), dtype=np.int64, count=n
+        ),
+    }
+
+
+def _padded(values: list[Any], n: int) -> list[Any]:
+    """Exactly ``n`` values (records from older files may lack a per-chunk list)."""
+    return values if len(values) == n else (list(values) + [0] * n)[:n]

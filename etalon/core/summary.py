@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from etalon.core import metrics
+from etalon.core import chunks, metrics
 from etalon.core.records import RecordTable
 
 CURVE_TARGETS_S = np.arange(1, 101) / 1000.0  # p99 miss-rate curve: TBT targets 1..100 ms
@@ -83,6 +83,8 @@ class RunSummary:
     errors_by_type: dict[str, int]
     settings: dict[str, Any]
     requests: RequestMetrics | None = field(default=None, repr=False, compare=False)
+    # etalon.core.chunks: {"flags": {name: requests}, "flagged": n, "finish_reasons": {reason: n}}
+    output_checks: dict[str, Any] = field(default_factory=dict)
 
     def scalars(self) -> dict[str, float]:
         """Flat ``<metric>_<stat>_<unit>`` -> value; undefined values are left out (never NaN)."""
@@ -92,6 +94,9 @@ class RunSummary:
         for (metric, unit), stats in self.distributions.items():
             out.update({metric_key(metric, stat, unit): v for stat, v in stats.items()})
         out.update(self.rates)
+        if self.output_checks:
+            out["requests_flagged"] = float(self.output_checks.get("flagged", 0))
+            out.update({f"flag_{k}": float(v) for k, v in self.output_checks.get("flags", {}).items()})
         return {k: float(v) for k, v in out.items() if math.isfinite(v)}
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +114,7 @@ class RunSummary:
                 "by_error_type": self.errors_by_type,
             },
             "settings": self.settings,
+            "output_checks": self.output_checks,
         }
 
 
@@ -266,6 +272,12 @@ def summarize(
     gaps_s = metrics.pooled_gaps_s(ok_table.token_ns, ok_table.token_offsets)
     rates.update(_throughput_views(ok_table, req, gaps_s))
     rates.update(_fluidity_tail(req))
+    distributions = _distributions(req, gaps_s)
+    chunk_values = chunks.chunk_values(ok_table)
+    for name, unit in chunks.CHUNK_DISTRIBUTIONS:
+        if name in chunk_values.values:
+            distributions[(name, unit)] = metrics.distribution(chunk_values.values[name])
+    rates.update(chunk_values.totals)
     curve = metrics.miss_rate_quantile_curve(ok_table.token_ns, ok_table.token_offsets, CURVE_TARGETS_S)
     by_status, by_code, by_type = _error_counts(t)
     has_curve = bool(np.isfinite(curve).all())
@@ -279,7 +291,7 @@ def summarize(
             "cancelled": int((cancelled & ~table.warmup).sum()),
         },
         measurement_window_s=window_s,
-        distributions=_distributions(req, gaps_s),
+        distributions=distributions,
         rates=rates,
         curve_target_tbt_s=CURVE_TARGETS_S.tolist() if has_curve else [],
         curve_p99_miss_rate=curve.tolist() if has_curve else [],
@@ -293,4 +305,17 @@ def summarize(
             "goodput_slo": "fluidity_index" if slo_ok is None else "slo_ok mask",
         },
         requests=req,
+        output_checks=_output_checks(t),
     )
+
+
+def _output_checks(t: RecordTable) -> dict[str, Any]:
+    """Flag counts (requests per flag), flagged requests, finish reasons of the measured rows."""
+    if t.flags is None:
+        return {}
+    return {
+        "flags": chunks.flag_counts(t),
+        "flagged": chunks.flagged_requests(t),
+        "check_flagged": chunks.flagged_requests(t, chunks.CHECK_FLAGS),
+        "finish_reasons": chunks.finish_reason_counts(t),
+    }

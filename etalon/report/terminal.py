@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import textwrap
 
+from etalon.core.chunks import FLAGS
 from etalon.core.summary import RunSummary
+from etalon.core.text import for_terminal
 
 DISPATCH_LAG_WARN_S = 0.010  # p99 above this: the client fell behind its schedule
 _STATS = ("mean", "min", "p50", "p90", "p99", "p999", "max")
@@ -21,6 +23,14 @@ _ROWS = (  # (label, metric, unit, scale, shown unit)
     ("fluidity-index", "fluidity_index", "", 1.0, ""),
     ("min TBT deadline", "min_tbt_deadline", "s", 1e3, "ms"),
     ("dispatch lag", "dispatch_lag", "s", 1e3, "ms"),
+)
+_CHUNK_ROWS = (  # shown only when the run has them (etalon.core.chunks)
+    ("inter-chunk latency", "inter_chunk_latency", "s", 1e3, "ms"),
+    ("tokens per chunk", "tokens_per_chunk", "tokens", 1.0, "tok"),
+    ("time to first answer token", "ttft_answer", "s", 1e3, "ms"),
+    ("TBT reasoning", "tbt_reasoning", "s", 1e3, "ms"),
+    ("TBT answer", "tbt_answer", "s", 1e3, "ms"),
+    ("reasoning tokens/request", "reasoning_tokens", "tokens", 1.0, "tok"),
 )
 
 
@@ -74,15 +84,31 @@ def _warnings(summary: RunSummary) -> list[str]:
             "the client fell behind (coordinated omission);\n"
             "    latencies from the actual send time understate what users saw: read the *_from_scheduled rows."
         )
+    out += output_check_warnings(summary)
     if summary.partial:
         out.append("!!! WARNING: PARTIAL RUN: the run stopped early; numbers cover completed requests only.")
+    return out
+
+
+def output_check_warnings(summary: RunSummary) -> list[str]:
+    """One line per output-check flag that any request got (etalon.core.chunks.FLAGS)."""
+    flags = summary.output_checks.get("flags", {})
+    total = summary.counts.get("total", 0)
+    out = []
+    for name, count in flags.items():
+        what = FLAGS.get(name, name)
+        hint = " (set endpoint.ignore_eos=true, or the server ignores it)" if name == "output_short" else ""
+        out.append(f"!!! WARNING: {count} of {total} requests flagged {name}: {what}{hint}")
     return out
 
 
 def _distribution_lines(summary: RunSummary) -> list[str]:
     head = f"{'metric':<27}{'unit':<7}" + "".join(s.rjust(9) for s in _STATS)
     lines = [head, "-" * len(head)]
-    for label, metric, unit, scale, shown in _ROWS:
+    shown_rows = [*_ROWS, *(row for row in _CHUNK_ROWS if summary.distributions.get((row[1], row[2])))]
+    if not summary.distributions.get(("tbt_reasoning", "s")):  # no reasoning: the answer rows say nothing new
+        shown_rows = [r for r in shown_rows if r[1] not in ("ttft_answer", "tbt_answer", "reasoning_tokens")]
+    for label, metric, unit, scale, shown in shown_rows:
         stats = summary.distributions.get((metric, unit), {})
         cells = "".join(_num(None if s not in stats else stats[s] * scale) for s in _STATS)
         lines.append(f"{label:<27}{shown:<7}{cells}")
@@ -120,6 +146,9 @@ def _count_lines(summary: RunSummary) -> list[str]:
         codes = ", ".join(f"{k}: {v}" for k, v in summary.errors_by_http_status.items())
         types = ", ".join(f"{k}: {v}" for k, v in summary.errors_by_type.items())
         lines.append(f"errors by HTTP status: {codes or '-'}; by type: {types or '-'}")
+    reasons = summary.output_checks.get("finish_reasons", {})
+    if reasons:  # server-provided strings: sanitised for the terminal
+        lines.append("finish_reason: " + ", ".join(f"{for_terminal(k, 40)}: {v}" for k, v in reasons.items()))
     return lines
 
 

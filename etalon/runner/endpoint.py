@@ -74,11 +74,13 @@ def check_model_served(spec: EndpointSpec) -> None:
     """Fail fast, before any load: the endpoint must answer and know the configured model."""
     from etalon.loadgen import preflight
 
+    from etalon.core.text import for_terminal
+
     served = preflight(spec)
     if served and spec.model not in served:
-        raise ConfigError(
-            f"model.name: {spec.model!r} is not served by {spec.base_url} (it serves: {', '.join(served)})"
-        )
+        names = for_terminal(", ".join(for_terminal(name, 100) for name in served[:20]), 600)
+        more = f" and {len(served) - 20} more" if len(served) > 20 else ""
+        raise ConfigError(f"model.name: {spec.model!r} is not served by {spec.base_url} (it serves: {names}{more})")
 
 
 def _spec(cfg: EtalonConfig, base_url: str, api_key: str | None) -> EndpointSpec:
@@ -93,6 +95,7 @@ def _spec(cfg: EtalonConfig, base_url: str, api_key: str | None) -> EndpointSpec
         timeout_s=cfg.endpoint.timeout_s,
         connect_timeout_s=cfg.endpoint.connect_timeout_s,
         tokenizer=cfg.model.tokenizer,
+        continuous_usage_stats=cfg.endpoint.continuous_usage_stats,
         request_id_header=cfg.endpoint.request_id_header,
     )
 

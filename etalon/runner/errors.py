@@ -6,6 +6,7 @@ from hydra.errors import InstantiationException
 
 from etalon.clients.base import EndpointError
 from etalon.config import ConfigError
+from etalon.core.text import for_terminal
 from etalon.datasets.tokenizers import TokenizerLoadError
 from etalon.datasets.traces import TraceFileError
 from etalon.loadgen.ray_init import RayStartError
@@ -27,14 +28,20 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+DESCRIBE_CHARS = 2000  # one error line; longer ones are cut (a server string is capped far lower)
+
+
 def describe(exc: BaseException) -> str:
     """One line: the innermost user-facing cause (Hydra wraps errors raised by `_target_` classes)."""
     inner: BaseException = exc
     while isinstance(inner, InstantiationException) and inner.__cause__ is not None:
         inner = inner.__cause__
-    text = " ".join((str(inner).strip() or type(inner).__name__).split())
+    text = str(inner).strip() or type(inner).__name__
+    # Messages may quote what a server sent: never let it drive the terminal (etalon.core.text).
+    text = " ".join(for_terminal(text, DESCRIBE_CHARS).split())
     detail = getattr(inner, "detail", "")
-    if detail:  # a server's log tail: its lines stay lines
+    if detail:  # a launched server's log tail: its lines stay lines (each made terminal-safe)
         where = getattr(inner, "log_path", None)
-        text += f"\n--- last lines of {where or 'the server log'} ---\n{detail}"
+        lines = [for_terminal(line, DESCRIBE_CHARS) for line in str(detail).splitlines()]
+        text += f"\n--- last lines of {where or 'the server log'} ---\n" + "\n".join(lines)
     return text

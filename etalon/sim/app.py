@@ -13,6 +13,7 @@ from aiohttp import web
 
 from etalon.sim.config import SimConfig
 from etalon.sim.faults import FaultInjector
+from etalon.sim.modes import MODE_COUNTERS, ModeDraws, make_mode
 from etalon.sim.prom import SimCounters, render_metrics
 from etalon.sim.requests import ApiError, output_plan, prompt_token_ids
 from etalon.sim.schedulers import EngineScheduler, IndependentScheduler
@@ -30,11 +31,17 @@ class EmissionLog:
         self._file = open(path, "ab")  # noqa: SIM115 - held open for the server's lifetime
 
     def write(self, stream: TokenStream) -> None:
-        self._file.write(orjson.dumps({
+        entry: dict[str, Any] = {
             "request_id": stream.spec.request_id, "token_ns": stream.token_ns,
             "prompt_tokens": stream.spec.prompt_tokens, "output_tokens": stream.emitted,
+            "finish_reason": stream.spec.finish_reason,
             "cached_tokens": stream.spec.cached_tokens, "arrival_ns": stream.spec.arrival_ns,
-        }) + b"\n")
+        }
+        if stream.mode is not None:  # else one token per chunk, no reasoning, usage truthful
+            entry["chunk_tokens"] = stream.mode.chunk_tokens
+            entry["reasoning_tokens"] = stream.mode.reasoning
+            entry["reported_tokens"] = stream.mode.reported
+        self._file.write(orjson.dumps(entry) + b"\n")
         self._file.flush()
 
     def close(self) -> None:
@@ -52,6 +59,8 @@ class SimServer:
             else EngineScheduler(config))
         self.faults = FaultInjector(config.faults)
         self.counters = SimCounters()
+        self.mode_counts = {name: 0 for name in MODE_COUNTERS}
+        self.draws = ModeDraws(config.modes, self.mode_counts)
         self.rng = random.Random(config.seed)
         self.emission_log = EmissionLog(config.emission_log_path) if config.emission_log_path else None
         self._ids = itertools.count()
@@ -98,7 +107,8 @@ class SimServer:
                 scheduler.core.kv_usage() if is_engine else 0.0,
                 scheduler.core.num_preemptions if is_engine else 0, self.faults.counts,
                 prefix_cache_queries=scheduler.core.prefix_cache_queries_tokens if is_engine else 0,
-                prefix_cache_hits=scheduler.core.prefix_cache_hits_tokens if is_engine else 0)
+                prefix_cache_hits=scheduler.core.prefix_cache_hits_tokens if is_engine else 0,
+                modes=self.mode_counts)
         finally:
             self.counters.generation_tokens_total -= streaming_tokens
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
@@ -146,23 +156,30 @@ class SimServer:
             if problem:
                 raise ApiError(400, problem, "context_length_exceeded")
         number = next(self._ids)
+        rng = self.draws.rng(number)
+        output_tokens, finish_reason = self.draws.short_output(
+            output_tokens, finish_reason, bool(body.get("ignore_eos")), rng)
         options = body.get("stream_options") or {}
+        include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
         return StreamSpec(
             request_id=request.headers.get("X-Request-Id") or f"sim-{number}",
             response_id=f"{'chatcmpl' if api == 'chat' else 'cmpl'}-{number:x}",
             api=api, model=self.config.served_model_name, prompt_tokens=prompt_tokens,
             output_tokens=output_tokens, finish_reason=finish_reason,
-            streaming=bool(body.get("stream")),
-            include_usage=bool(isinstance(options, dict) and options.get("include_usage")))
+            streaming=bool(body.get("stream")), include_usage=include_usage,
+            continuous_usage=include_usage and bool(options.get("continuous_usage_stats")),
+            reported_tokens=self.draws.reported_tokens(output_tokens, rng), number=number)
 
     async def _stream(self, request: web.Request, spec: StreamSpec, arrival_ns: int,
                       prompt_ids: list[int]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         writer = await response.prepare(request)
+        mode = make_mode(self.config.modes, spec.api, spec.output_tokens, spec.continuous_usage,
+                         spec.reported_tokens, self.draws.rng(spec.number + (1 << 40)), self.mode_counts)
         stream = TokenStream(spec, self.table, request.transport, bool(getattr(writer, "chunked", False)),
                              self.faults.for_stream(spec.output_tokens), self.faults.count,
-                             offset=self.rng.randrange(len(self.table.texts)))
+                             offset=self.rng.randrange(len(self.table.texts)), mode=mode)
         await self._run(stream, arrival_ns, prompt_ids)
         if stream.alive and stream.emitted >= spec.output_tokens:
             try:
@@ -185,7 +202,7 @@ class SimServer:
         return web.json_response({
             "id": spec.response_id, "created": int(time.time()), "model": spec.model,
             "object": "chat.completion" if spec.api == "chat" else "text_completion",
-            "choices": [choice], "usage": usage(spec)}, dumps=lambda v: orjson.dumps(v).decode())
+            "choices": [choice], "usage": usage(spec, spec.reported_tokens)}, dumps=lambda v: orjson.dumps(v).decode())
 
     async def _run(self, stream: TokenStream, arrival_ns: int, prompt_ids: list[int]) -> None:
         self.scheduler.submit(stream, arrival_ns, prompt_ids)

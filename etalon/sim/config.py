@@ -58,6 +58,29 @@ class FaultsConfig:
 
 
 @dataclass
+class ModesConfig:
+    """Output modes that real servers show, each seeded and counted in /metrics (all off by default).
+
+    ``speculative_tokens`` k > 0: every decode step yields one chunk of 1 + a draft tokens, where
+    each of the k draft tokens is accepted with ``acceptance_rate`` until the first rejection
+    (chunks of 1..k+1 tokens; the step time model is unchanged). ``reasoning_tokens`` R: the first R
+    output tokens of a chat stream are ``delta.reasoning_content`` and are reported in
+    ``usage.completion_tokens_details.reasoning_tokens``. ``short_output_prob``: a request with
+    ``ignore_eos`` stops early anyway (uniform in [1, max_tokens - 1], finish_reason "stop").
+    ``wrong_usage_prob``: the final ``usage.completion_tokens`` is multiplied by
+    ``wrong_usage_factor`` (per-chunk usage stays truthful).
+    """
+
+    speculative_tokens: int = 0
+    acceptance_rate: float = 0.7
+    reasoning_tokens: int = 0
+    short_output_prob: float = 0.0
+    wrong_usage_prob: float = 0.0
+    wrong_usage_factor: int = 1000
+    seed: int = 0
+
+
+@dataclass
 class SimConfig:
     """The whole simulated server: identity, scheduler limits, latency model, faults."""
 
@@ -78,6 +101,7 @@ class SimConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     output_lengths: OutputLengthsConfig = field(default_factory=OutputLengthsConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    modes: ModesConfig = field(default_factory=ModesConfig)
     seed: int = 0
     emission_log_path: str | None = None
     # Timers wake up to ~1 ms late (epoll has ms resolution); the last spin_wait_s before a due
@@ -111,6 +135,7 @@ class SimConfig:
             )
         _check_latency(self.latency)
         _check_faults(self.faults)
+        _check_modes(self.modes)
 
     @property
     def prefix_caching_enabled(self) -> bool:
@@ -133,6 +158,18 @@ def _check_faults(faults: FaultsConfig) -> None:
             raise SimConfigError(f"sim.faults.{key}={value} must be within [0, 1]")
     if faults.rate_limit_rps is not None and faults.rate_limit_rps <= 0:
         raise SimConfigError(f"sim.faults.rate_limit_rps={faults.rate_limit_rps} must be > 0")
+
+
+def _check_modes(modes: ModesConfig) -> None:
+    for key in ("acceptance_rate", "short_output_prob", "wrong_usage_prob"):
+        value = getattr(modes, key)
+        if not 0.0 <= value <= 1.0:
+            raise SimConfigError(f"sim.modes.{key}={value} must be within [0, 1]")
+    for key in ("speculative_tokens", "reasoning_tokens"):
+        if getattr(modes, key) < 0:
+            raise SimConfigError(f"sim.modes.{key}={getattr(modes, key)} must be >= 0")
+    if modes.wrong_usage_factor < 2:
+        raise SimConfigError(f"sim.modes.wrong_usage_factor={modes.wrong_usage_factor} must be >= 2")
 
 
 def sim_config_from_dict(values: dict[str, Any]) -> SimConfig:

@@ -62,7 +62,8 @@ class SimCounters:
 
 def render_metrics(model: str, counters: SimCounters, running: int, waiting: int,
                    kv_usage: float, preemptions: int, faults: dict[str, int], *,
-                   prefix_cache_queries: int = 0, prefix_cache_hits: int = 0) -> str:
+                   prefix_cache_queries: int = 0, prefix_cache_hits: int = 0,
+                   modes: dict[str, int] | None = None) -> str:
     """The exposition text; prefix-cache queries and hits count prompt tokens, as vLLM's do."""
     label = f'model_name="{model}"'
     lines = [
@@ -93,6 +94,9 @@ def render_metrics(model: str, counters: SimCounters, running: int, waiting: int
     lines.append("# TYPE etalon_sim_faults_total counter")
     for fault_type, value in faults.items():
         lines.append(f'etalon_sim_faults_total{{type="{fault_type}"}} {value}')
+    if modes is not None:  # etalon.sim.modes: multi-token chunks, reasoning, short outputs, wrong usage
+        lines.append("# TYPE etalon_sim_modes_total counter")
+        lines += [f'etalon_sim_modes_total{{type="{name}"}} {value}' for name, value in modes.items()]
     return "\n".join(lines) + "\n"
 
 

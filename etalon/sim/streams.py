@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import orjson
 
+from etalon.sim.modes import StreamMode
 from etalon.sim.tokens import TokenTable
 
 # A client that stops reading gets cut off instead of growing the server's memory.
@@ -39,20 +40,26 @@ class StreamSpec:
     finish_reason: str
     streaming: bool
     include_usage: bool
+    continuous_usage: bool = False  # stream_options.continuous_usage_stats: usage in every chunk
+    reported_tokens: int | None = None  # a wrong final usage.completion_tokens (sim.modes)
+    number: int = 0  # arrival number; seeds the request's mode draws
     # Prompt tokens served from the prefix cache; set by an engine with caching on, else None.
     cached_tokens: int | None = None
     arrival_ns: int = 0  # when the request reached the server (monotonic), for the emission log
 
 
 class TokenStream:
-    """Writes one token per chunk; the scheduler calls ``emit`` when the next token is due."""
+    """Writes one token per chunk (or what its ``mode`` says: etalon.sim.modes); the scheduler
+    calls ``emit`` when the next chunk is due."""
 
-    __slots__ = ("spec", "table", "transport", "chunked", "faults", "emitted", "token_ns",
+    __slots__ = ("spec", "table", "transport", "chunked", "faults", "emitted", "token_ns", "mode",
                  "done", "alive", "seq_id", "_prefix", "_suffix", "_backlog", "_on_fault", "_offset")
 
     def __init__(self, spec: StreamSpec, table: TokenTable, transport: Any, chunked: bool,
-                 faults: StreamFaults, on_fault: Callable[[str], None], offset: int) -> None:
+                 faults: StreamFaults, on_fault: Callable[[str], None], offset: int,
+                 mode: StreamMode | None = None) -> None:
         self.spec = spec
+        self.mode = mode
         self.table = table
         self.transport = transport
         self.chunked = chunked
@@ -78,31 +85,40 @@ class TokenStream:
         if not self.alive:
             return False
         k = self.emitted
-        self.emitted = k + 1
-        self.token_ns.append(now_ns)
+        if self.mode is None:
+            n = 1
+            self.token_ns.append(now_ns)
+        else:
+            n = self.mode.chunk_size(self.spec.output_tokens - k)
+            self.token_ns.extend([now_ns] * n)
+        self.emitted = k + n
         if self.spec.streaming:
-            self._write_token(k, now_ns)
+            self._write_token(k, n)
         if self.emitted >= self.spec.output_tokens:
             self.finish()
             return False
         return self.alive
 
-    def _write_token(self, k: int, now_ns: int) -> None:
+    def _write_token(self, k: int, n: int) -> None:
+        """Write the chunk of tokens ``k..k+n-1`` (0-based); faults strike at 1-based indices."""
         table = self.table
-        body = self._prefix + table.json_texts[(self._offset + k) % len(table.json_texts)] + self._suffix
+        if self.mode is None:
+            body = self._prefix + table.json_texts[(self._offset + k) % len(table.json_texts)] + self._suffix
+        else:
+            body = self.mode.chunk_bytes(self, k, n)
         if k == 0 and self.spec.api == "chat":
             body = _role_chunk(self.spec) + body  # the role rides with the first token
-        if self.faults.malformed_at == k + 1:
+        if _hits(self.faults.malformed_at, k, n):
             self._on_fault("malformed")
             body = MALFORMED_LINE + body
         if self.emitted >= self.spec.output_tokens:
             body += self._closing_chunks()
         self._write(body)
-        if self.faults.stall_at == k + 1 and self.alive:
+        if _hits(self.faults.stall_at, k, n) and self.alive:
             self._on_fault("stall")
             self._backlog = []
             asyncio.get_running_loop().call_later(self.faults.stall_s, self._flush_backlog)
-        if self.faults.disconnect_at == k + 1 and self.alive:
+        if _hits(self.faults.disconnect_at, k, n) and self.alive:
             self._on_fault("disconnect")
             self.transport.close()
             self.alive = False
@@ -138,9 +154,11 @@ class TokenStream:
             out = head + b'"text":"","logprobs":null,"finish_reason":"%s"}]}\n\n' % (
                 spec.finish_reason.encode())
         if spec.include_usage:
+            final = usage(spec) if self.mode is None else self.mode.final_usage(usage(spec, self.mode.reported),
+                                                                                spec.output_tokens)
             out += b"data: " + orjson.dumps({
                 "id": spec.response_id, "object": _object_name(spec), "created": _created(),
-                "model": spec.model, "choices": [], "usage": usage(spec)}) + b"\n\n"
+                "model": spec.model, "choices": [], "usage": final}) + b"\n\n"
         return out + b"data: [DONE]\n\n"
 
     def finish(self) -> None:
@@ -157,6 +175,11 @@ class TokenStream:
     def planned_output_ids(self) -> list[int]:
         """Token ids of every output token this stream will send (what its text re-encodes to)."""
         return self.table.output_ids(self._offset, self.spec.output_tokens)
+
+
+def _hits(at: int | None, k: int, n: int) -> bool:
+    """Whether the 1-based token index ``at`` is among tokens ``k+1..k+n``."""
+    return at is not None and k < at <= k + n
 
 
 def usage(spec: StreamSpec, completion_tokens: int | None = None) -> dict[str, Any]:

@@ -235,6 +235,7 @@ def measure(
     summary_dict["server"] = server.scalars
     summary_dict["scalars"].update(accounting_scalars(accounting))
     write_summary(out_dir / SUMMARY_FILE, summary_dict)
+    check_outputs(summary, cfg.endpoint.output_check, out_dir)
     return Measurement(records_path, table, summary, load, verdict, load.partial, traffic, accounting, server)
 
 
@@ -314,6 +315,25 @@ def format_server_line(server: dict[str, float], client: dict[str, float]) -> st
     if "server_kv_cache_usage_max" in server:
         parts.append(f"KV usage max {server['server_kv_cache_usage_max']:.1%}")
     return "server (/metrics): " + "; ".join(parts)
+
+
+def check_outputs(summary: Any, mode: str, out_dir: Path) -> None:
+    """``endpoint.output_check``: warn about flagged outputs, or fail (after records and summary
+    are written) when any measured request came back short, long or with implausible usage."""
+    checks = summary.output_checks
+    if mode == "off" or not checks.get("flagged"):
+        return
+    named = ", ".join(f"{k}: {v}" for k, v in checks.get("flags", {}).items())
+    total = summary.counts.get("total", 0)
+    bad = checks.get("check_flagged", 0)
+    if mode == "warn" or not bad:
+        log.warning("output checks: %d of %d requests flagged (%s); see etalon.core.chunks.FLAGS",
+                    checks["flagged"], total, named)
+        return
+    raise StageError(
+        f"endpoint.output_check=fail: {bad} of {total} requests did not return "
+        f"the output asked for ({named}); records and summary are in {out_dir}"
+    )
 
 
 def summarize_table(table: RecordTable, slo: Any, *, partial: bool) -> tuple[Any, Any]:

@@ -27,14 +27,16 @@ def emission_aligned(run_dir: Path, emission_log: Path) -> list[tuple[dict, list
     """Each measured record with the simulator's emission times of its tokens, both on this
     machine's monotonic clock (record times + the actor's epoch), in ns."""
     actors = {a["actor"]: a["epoch_mono_ns"] for a in orjson.loads((run_dir / "benchmark" / "load_actors.json").read_bytes())}
-    emitted = {e["request_id"]: e["token_ns"] for e in map(orjson.loads, emission_log.read_bytes().splitlines())}
+    # The simulator logs the X-Request-Id header: a UUID whose last group is the request index in hex.
+    emitted = {int(e["request_id"].rsplit("-", 1)[-1], 16): e["token_ns"]
+               for e in map(orjson.loads, emission_log.read_bytes().splitlines())}
     pairs = []
     for r in _records(run_dir / "benchmark" / "records.jsonl"):
         if r["warmup"]:
             continue
         epoch = actors[r["actor"]]
         r = {**r, "sent_ns": r["sent_ns"] + epoch, "token_ns": [t + epoch for t in r["token_ns"]]}
-        pairs.append((r, emitted[str(r["request_id"])]))
+        pairs.append((r, emitted[r["request_id"]]))
     return pairs
 
 
