@@ -3,6 +3,9 @@
 Run: python bench/client_overhead.py [--streams 16 64 256] [--rounds 3] [--warm on off] [--repeat 2]
      [--clients local ray] [--sim-set modes.speculative_tokens=3 ...] [--continuous-usage on|off]
      [--server URL --model NAME --emission-log PATH]   # any server that logs its emission times
+Headroom: python bench/client_overhead.py --scaling [--actors 1 2 4] [--knee-rates 100 200 400 ...]
+prints the per-actor ceiling, the 1/2/4-actor scaling (Ray actors) and the open-loop rate where
+dispatch lag p99 passes 10 ms; set client.actor_capacity_tokens_per_s from the per-actor figure.
 ``--warm`` sets client.warm_connections (on: the pool is warmed before the start; off: cold start).
 ``--clients`` compares client=local (one in-process actor) with Ray actors (``--ray-actors``, each a
 process) side by side on the same server. ``--server`` measures against a server you run yourself
@@ -222,6 +225,81 @@ def ceiling_with_blaster(streams: int, output_tokens: int, warm: bool) -> float:
         proc.join(5)
 
 
+# ---------------------------------------------------------------- headroom: ceiling, scaling, knee
+
+
+def _start_blaster(output_tokens: int) -> tuple[multiprocessing.Process, str]:
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    proc = multiprocessing.Process(target=_blaster, args=(queue, output_tokens), daemon=True)
+    proc.start()
+    return proc, f"http://127.0.0.1:{queue.get(timeout=30)}/v1"
+
+
+def drive_actors(base_url: str, schedule: Schedule, actors: int) -> object:
+    """The schedule with ``actors`` Ray load actors (processes), as a multi-actor run uses them."""
+    spec = EndpointSpec(base_url=base_url, model="etalon-sim", ignore_eos=True)
+    settings = LoadSettings(backend="ray", num_actors=actors, actor_num_cpus=0.25, start_delay_s=0.5,
+                            actor_capacity_tokens_per_s=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_load(schedule, ["hello world"] * len(schedule.prompt_tokens), spec, settings,
+                        Path(tmp) / "records.jsonl", progress=False)
+
+
+def scaling(actor_counts: list[int], streams: int, output_tokens: int) -> None:
+    """Streamed tokens/s with 1, 2, 4 actors against the simulator (zero modelled latency) and a
+    pre-rendered stream; per-actor ceiling = the 1-actor figure."""
+    import ray
+
+    ray.init(num_cpus=max(actor_counts), include_dashboard=False, log_to_driver=False)
+    try:
+        proc, blaster_url = _start_blaster(output_tokens)
+        config = {**sim_config(Path(tempfile.gettempdir()), 0.0, 0.0), "emission_log_path": None}
+        with EmbeddedSimServer(config) as sim:
+            sim_url = sim.start()
+            for actors in actor_counts:
+                sched = closed_loop(streams, 2, output_tokens)
+                vs_sim = tokens_per_s(drive_actors(sim_url, sched, actors))
+                vs_blaster = tokens_per_s(drive_actors(blaster_url, closed_loop(streams, 4, output_tokens), actors))
+                print(f"{actors} actor(s), {streams} streams x {output_tokens} tok: "
+                      f"{vs_sim:>10,.0f} tokens/s vs simulator | {vs_blaster:>10,.0f} tokens/s vs pre-rendered"
+                      f" | per actor {vs_sim / actors:,.0f} / {vs_blaster / actors:,.0f}", flush=True)
+        proc.terminate()
+        proc.join(5)
+    finally:
+        ray.shutdown()
+
+
+def open_loop(rate_rps: float, duration_s: float, output_tokens: int) -> Schedule:
+    n = max(int(rate_rps * duration_s), 2)
+    return Schedule(
+        offsets_ns=(np.arange(n) / rate_rps * 1e9).astype(np.int64), prompt_tokens=np.full(n, 4, dtype=np.int64),
+        output_tokens=np.full(n, output_tokens, dtype=np.int64), warmup_requests=0,
+        concurrency=None, think_time_s=0.0, duration_s=None,
+    )
+
+
+def knee(rates_rps: list[float], output_tokens: int, duration_s: float, limit_ms: float = 10.0) -> None:
+    """Open loop against the pre-rendered stream, one local actor: dispatch lag p99 per offered
+    token rate, and the first rate where it passes ``limit_ms`` (the client's knee)."""
+    proc, url = _start_blaster(output_tokens)
+    try:
+        found = None
+        for rate in rates_rps:
+            with tempfile.TemporaryDirectory() as tmp:
+                result, _ = drive(url, open_loop(rate, duration_s, output_tokens), Path(tmp), True)
+            lag_ms = np.array([r.sent_ns - r.scheduled_ns for r in result.records]) / MS  # type: ignore[attr-defined]
+            p99 = float(np.percentile(lag_ms, 99))
+            print(f"open loop {rate:>7,.0f} rps x {output_tokens} tok = {rate * output_tokens:>10,.0f} tokens/s offered:"
+                  f" dispatch lag p50 {np.percentile(lag_ms, 50):7.3f} p99 {p99:8.3f} ms", flush=True)
+            if p99 > limit_ms and found is None:
+                found = rate * output_tokens
+        print(f"knee (dispatch lag p99 > {limit_ms:g} ms): "
+              + (f"{found:,.0f} tokens/s offered to one actor" if found else "not reached in this sweep"))
+    finally:
+        proc.terminate()
+        proc.join(5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[16, 64, 256])
@@ -238,7 +316,15 @@ def main() -> None:
     parser.add_argument("--no-ceilings", action="store_true")
     parser.add_argument("--continuous-usage", choices=["on", "off"], default="on",
                         help="ask for usage in every chunk (exact tokens per chunk; the sim then writes usage per chunk)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="headroom only: per-actor ceiling, 1/2/4-actor scaling, dispatch-lag knee")
+    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--knee-rates", type=float, nargs="+", default=[100, 200, 400, 800, 1600])
     args = parser.parse_args()
+    if args.scaling:
+        scaling(args.actors, 64, 1000)
+        knee(args.knee_rates, 200, 3.0)
+        return
     if args.server and not args.emission_log:
         parser.error("--server needs --emission-log")
     if "ray" in args.clients:

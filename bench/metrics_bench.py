@@ -1,10 +1,17 @@
-"""Speed and memory of the full run summary on 100,000 requests x 500 tokens (no plots)."""
+"""Speed and memory of the full run summary on 100,000 requests x 500 tokens (no plots).
+
+In memory: python bench/metrics_bench.py [--reference]   (--reference: the numpy deadline maths)
+From Parquet (bounded memory): python bench/metrics_bench.py --requests 1000000 --tokens 200
+  --write-parquet /tmp/r.parquet, then python bench/metrics_bench.py --from-parquet /tmp/r.parquet
+"""
 
 from __future__ import annotations
 
 import argparse
 import resource
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,22 +56,123 @@ def synthetic_table(n_requests: int, tokens_per_request: int, seed: int = 0) -> 
     )
 
 
+def _warm_kernels() -> None:
+    """Compile (or load from numba's cache) the kernels once, outside the timed summary."""
+    small = synthetic_table(200, 5, seed=1)
+    from etalon.core.summary import summarize
+
+    summarize(small, ttft_deadline_s=1.0, tbt_deadline_s=0.05, target_miss_rate=0.1)
+
+
+def reference_functions() -> dict[str, Any]:
+    """The numpy versions (etalon.core.deadlines) with the kernels' ``rows`` argument: the rows'
+    tokens are re-packed first, as the summary did before it passed row indices."""
+    from etalon.core import deadlines
+
+    def packed(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return (tokens, offsets) if rows is None else deadlines._select_ragged(tokens, offsets, rows)
+
+    def min_tbt_deadlines(tokens, offsets, sent, ttft, target, rows=None):  # type: ignore[no-untyped-def]
+        if rows is None:
+            return deadlines.min_tbt_deadlines(tokens, offsets, sent, ttft, target)
+        assert ttft is None, "the summary passes rows only in gaps mode"
+        return deadlines.min_tbt_deadlines(*packed(tokens, offsets, rows), sent[rows], None, target)
+
+    return {
+        "deadline_miss_counts": deadlines.deadline_miss_counts,
+        "min_tbt_deadlines": min_tbt_deadlines,
+        "miss_rate_quantile_curve": lambda tokens, offsets, targets, q=0.99, rows=None: (
+            deadlines.miss_rate_quantile_curve(*packed(tokens, offsets, rows), targets, q)
+        ),
+        "pooled_gaps_s": lambda tokens, offsets, rows=None: deadlines.pooled_gaps_s(*packed(tokens, offsets, rows)),
+    }
+
+
+def _use_reference() -> None:
+    from etalon.core import metrics
+
+    for name, fn in reference_functions().items():
+        setattr(metrics, name, fn)
+
+
+def write_parquet(directory: Path, n_requests: int, tokens: int, chunk: int = 50_000) -> None:
+    """The synthetic run as a records.parquet directory, written chunk by chunk (bounded memory)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from etalon.records.files import record_schema
+
+    directory.mkdir(parents=True, exist_ok=True)
+    schema = record_schema()
+    shift_ns = 0
+    for part, start in enumerate(range(0, n_requests, chunk)):
+        t = synthetic_table(min(chunk, n_requests - start), tokens, seed=part)
+        n = len(t)
+        tokens_col = pa.ListArray.from_arrays(pa.array(t.token_offsets), pa.array(t.token_ns + shift_ns))
+        cols = {
+            "request_id": t.request_id + start, "actor": t.actor, "scheduled_ns": t.scheduled_ns + shift_ns,
+            "sent_ns": t.sent_ns + shift_ns, "first_token_ns": t.first_token_ns + shift_ns,
+            "token_ns": tokens_col, "end_ns": t.end_ns + shift_ns, "prompt_tokens": t.prompt_tokens,
+            "output_tokens": t.output_tokens, "output_tokens_source": pa.array(["usage"] * n),
+            "requested_output_tokens": t.requested_output_tokens,
+            "status": np.where(t.ok, "ok", "error").astype(object), "http_status": t.http_status,
+            "error_type": np.where(t.ok, None, "http_error"), "error_message": pa.nulls(n, pa.string()),
+            "warmup": t.warmup & (start == 0), "node_id": pa.nulls(n, pa.string()),
+        }
+        arrays = [c if isinstance(c, pa.Array) else pa.array(c, type=schema.field(k).type) for k, c in cols.items()]
+        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), directory / f"part-{part:05d}.parquet")
+        shift_ns = int(t.scheduled_ns.max()) + shift_ns + 50_000_000
+        del t, tokens_col, cols, arrays
+
+
+def from_parquet(directory: Path, batch_rows: int) -> None:
+    from etalon.core.slo import TbtTtftSlo
+    from etalon.records.chunked import summarize_file
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    summary = summarize_file(directory, TbtTtftSlo(ttft_s=1.0, tbt_s=0.05), batch_rows=batch_rows)
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+    scalars = summary.scalars()
+    print(f"records file {directory}: {summary.counts}")
+    print(f"summary from Parquet in chunks of {batch_rows}: wall {wall_s:.2f} s (CPU {cpu_s:.2f} s)")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(f"ttft_p99_s={scalars.get('ttft_p99_s'):.4f} tbt_p99_s={scalars.get('tbt_p99_s'):.4f} "
+          f"service_miss_rate={scalars.get('service_miss_rate'):.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--tokens", type=int, default=500)
+    parser.add_argument(
+        "--reference", action="store_true",
+        help="use the vectorised numpy deadline maths (etalon.core.deadlines) the kernels replaced",
+    )
+    parser.add_argument("--write-parquet", type=Path, help="write the synthetic run to this records.parquet dir, exit")
+    parser.add_argument("--from-parquet", type=Path, help="summarise this records.parquet dir in chunks instead")
+    parser.add_argument("--batch-rows", type=int, default=8192)
     args = parser.parse_args()
+    if args.write_parquet:
+        write_parquet(args.write_parquet, args.requests, args.tokens)
+        return
+    if args.from_parquet:
+        _warm_kernels()
+        from_parquet(args.from_parquet, args.batch_rows)
+        return
     from etalon.core.summary import summarize
 
+    _warm_kernels()
+    if args.reference:
+        _use_reference()
     table = synthetic_table(args.requests, args.tokens)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     summary = summarize(table, ttft_deadline_s=1.0, tbt_deadline_s=0.05, target_miss_rate=0.1)
-    wall_s = time.perf_counter() - start
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     scalars = summary.scalars()
     print(f"requests={args.requests} tokens/request={args.tokens} tokens={table.token_ns.shape[0]}")
-    print(f"summary wall time: {wall_s:.2f} s")
+    print(f"summary wall time: {wall_s:.2f} s (CPU {cpu_s:.2f} s, all threads; {'numpy reference' if args.reference else 'compiled kernels'})")
     print(f"peak RSS: {peak_gib:.2f} GiB (after building the table: {rss_before:.2f} GiB)")
     print(f"scalars: {len(scalars)}; ttft_p99_s={scalars.get('ttft_p99_s'):.4f} "
           f"tbt_p99_s={scalars.get('tbt_p99_s'):.4f} service_miss_rate={scalars.get('service_miss_rate'):.4f}")

@@ -220,6 +220,10 @@ class ClientConfig:
     start_delay_s: float = 1.0
     warm_connections: bool = True
     progress: bool = True
+    placement: str = "SPREAD"  # Ray scheduling strategy of the load actors: SPREAD (across nodes) or DEFAULT
+    records_format: str = "jsonl"  # jsonl (records.jsonl) or parquet (records.parquet/, bounded memory)
+    records_batch_rows: int = 8192  # Parquet: records per part file, and per chunk when summarising
+    actor_capacity_tokens_per_s: float = 100_000.0  # streamed tokens/s one actor handles (0: no warning)
 
     def __post_init__(self) -> None:
         _require(self.num_actors >= 1, "client.num_actors", f"must be >= 1, got {self.num_actors}")
@@ -230,6 +234,19 @@ class ClientConfig:
         )
         _require(self.backend in ("ray", "local"), "client.backend", f"must be 'ray' or 'local', got {self.backend!r}")
         _require(self.actor_num_cpus >= 0, "client.actor_num_cpus", f"must be >= 0, got {self.actor_num_cpus}")
+        _require(
+            self.placement in ("SPREAD", "DEFAULT"), "client.placement",
+            f"must be 'SPREAD' or 'DEFAULT', got {self.placement!r}",
+        )
+        _require(
+            self.records_format in ("jsonl", "parquet"), "client.records_format",
+            f"must be 'jsonl' or 'parquet', got {self.records_format!r}",
+        )
+        _require(self.records_batch_rows >= 1, "client.records_batch_rows", f"must be >= 1, got {self.records_batch_rows}")
+        _require(
+            self.actor_capacity_tokens_per_s >= 0, "client.actor_capacity_tokens_per_s",
+            f"must be >= 0, got {self.actor_capacity_tokens_per_s}",
+        )
         _require(self.drain_interval_s > 0, "client.drain_interval_s", f"must be > 0, got {self.drain_interval_s}")
         _require(
             not self.warm_connections or 0 <= self.start_delay_s <= 30,

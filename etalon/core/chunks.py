@@ -70,9 +70,10 @@ def aligned_rows(t: RecordTable) -> np.ndarray:
     return has_chunks & (per_row == np.diff(t.token_offsets))
 
 
-def chunk_values(t: RecordTable) -> ChunkValues:
-    """The values of ``CHUNK_DISTRIBUTIONS`` over the rows of ``t`` that carry chunk data."""
-    rows = aligned_rows(t)
+def chunk_values(t: RecordTable, among: np.ndarray | None = None) -> ChunkValues:
+    """The values of ``CHUNK_DISTRIBUTIONS`` over the rows of ``t`` that carry chunk data (and are
+    true in the mask ``among``, when given)."""
+    rows = aligned_rows(t) if among is None else aligned_rows(t) & among
     if not rows.any():
         return ChunkValues()
     t = t if rows.all() else t.select(rows)

@@ -355,3 +355,17 @@ def miss_rate_quantile_curve(
                 token_ns, token_offsets, upper, lower, np.zeros(0), targets_ns[fine], quantile
             )
     return curve
+
+
+def pooled_gaps_s(token_ns: np.ndarray, token_offsets: np.ndarray) -> np.ndarray:
+    """All TBT gaps ``x_1..x_{n-1}`` of all requests, pooled (s, float64)."""
+    if token_ns.shape[0] < 2:
+        return np.zeros(0)
+    gaps_s = np.subtract(token_ns[1:], token_ns[:-1], dtype=np.float64)  # exact below 2**53 ns
+    inside = np.ones(gaps_s.shape[0], dtype=bool)
+    starts = token_offsets[1:-1]
+    inside[starts[(starts > 0) & (starts <= gaps_s.shape[0])] - 1] = False
+    if not inside.all():
+        gaps_s = gaps_s[inside]
+    gaps_s /= NS_PER_S
+    return gaps_s

@@ -1,7 +1,8 @@
 """Per-request metric maths: the deadline miss rate (scalar reference), curves, throughput views, stats.
 
-The scalar functions follow DESIGN section 3 literally, in integer ns; ``etalon.core.deadlines`` holds
-the vectorised batch versions (re-exported here) that the run summary uses.
+The scalar functions follow DESIGN section 3 literally, in integer ns; ``etalon.core.deadline_kernels``
+holds the compiled batch versions (re-exported here) that the run summary uses, and
+``etalon.core.deadlines`` the vectorised numpy versions they are tested against.
 """
 
 from __future__ import annotations
@@ -11,16 +12,14 @@ from typing import Sequence
 
 import numpy as np
 
-from etalon.core.deadlines import (
-    NS_PER_S,
-    check_target_miss_rate,
+from etalon.core.deadline_kernels import (
     deadline_miss_counts,
+    pooled_gaps_s,
     gap_miss_rate_matrix,
     min_tbt_deadlines,
     miss_rate_quantile_curve,
-    miss_rates,
-    to_ns,
 )
+from etalon.core.deadlines import NS_PER_S, check_target_miss_rate, miss_rates, to_ns
 
 __all__ = [
     "NS_PER_S",
@@ -186,36 +185,27 @@ def throughput_views(
 
 
 def throughput_views_ragged(
-    tpot_s: np.ndarray, token_ns: np.ndarray, token_offsets: np.ndarray, gaps_s: np.ndarray | None = None
+    tpot_s: np.ndarray, token_ns: np.ndarray, token_offsets: np.ndarray, gaps_s: np.ndarray | None = None,
+    rows: np.ndarray | None = None, tbt_p99_s: float | None = None,
 ) -> tuple[float, float, float]:
     """``throughput_views`` over the ragged layout (tokens/s); ``tpot_s`` of requests with >= 2 tokens.
 
-    ``gaps_s``: ``pooled_gaps_s(token_ns, token_offsets)`` if the caller already has it.
+    ``gaps_s``: ``pooled_gaps_s(token_ns, token_offsets)`` if the caller already has it, and
+    ``tbt_p99_s`` its 99th percentile; ``rows``: only these requests (indices) count.
     """
     tpot_view = _inverse(float(np.mean(tpot_s))) if tpot_s.size else math.nan
-    gaps_s = pooled_gaps_s(token_ns, token_offsets) if gaps_s is None else gaps_s
-    tbt_view = _inverse(float(np.percentile(gaps_s, 99))) if gaps_s.size else math.nan
-    has_gaps = np.diff(token_offsets) >= 2
+    rows = np.arange(token_offsets.shape[0] - 1) if rows is None else rows
+    if tbt_p99_s is None:
+        gaps_s = pooled_gaps_s(token_ns, token_offsets, rows) if gaps_s is None else gaps_s
+        tbt_p99_s = float(np.percentile(gaps_s, 99)) if gaps_s.size else math.nan
+    tbt_view = _inverse(tbt_p99_s)
+    with_gaps = rows[np.diff(token_offsets)[rows] >= 2]
     deadline_view = math.nan
-    if has_gaps.any():
+    if with_gaps.size:
         zeros = np.zeros(token_offsets.shape[0] - 1, dtype=np.int64)
-        deadlines = min_tbt_deadlines(token_ns, token_offsets, zeros, None, 0.1)[has_gaps]
+        deadlines = min_tbt_deadlines(token_ns, token_offsets, zeros, None, 0.1, rows=with_gaps)
         deadline_view = _inverse(float(np.percentile(deadlines, 99)))
     return tpot_view, tbt_view, deadline_view
-
-
-def pooled_gaps_s(token_ns: np.ndarray, token_offsets: np.ndarray) -> np.ndarray:
-    """All TBT gaps ``x_1..x_{n-1}`` of all requests, pooled (s, float64)."""
-    if token_ns.shape[0] < 2:
-        return np.zeros(0)
-    gaps_s = np.subtract(token_ns[1:], token_ns[:-1], dtype=np.float64)  # exact below 2**53 ns
-    inside = np.ones(gaps_s.shape[0], dtype=bool)
-    starts = token_offsets[1:-1]
-    inside[starts[(starts > 0) & (starts <= gaps_s.shape[0])] - 1] = False
-    if not inside.all():
-        gaps_s = gaps_s[inside]
-    gaps_s /= NS_PER_S
-    return gaps_s
 
 
 def distribution(values: np.ndarray) -> dict[str, float]:

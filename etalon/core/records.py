@@ -62,6 +62,7 @@ class RequestRecord:
     flags: list[str] = field(default_factory=list)
     server_output_tokens: int | None = None
     reasoning_tokens: int | None = None
+    node_id: str | None = None  # the Ray node that sent it (None outside Ray)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -149,12 +150,10 @@ class RecordTable:
 
     def select(self, mask: np.ndarray) -> RecordTable:
         """Rows where ``mask`` is true, token arrays re-packed."""
+        from etalon.core.deadline_kernels import gather_tokens  # numba: imported only when needed
+
         idx = np.flatnonzero(mask)
-        counts = np.diff(self.token_offsets)[idx]
-        offsets = np.zeros(idx.shape[0] + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        starts = self.token_offsets[idx]
-        gather = np.repeat(starts - offsets[:-1], counts) + np.arange(int(offsets[-1]))
+        token_ns, offsets = gather_tokens(self.token_ns, self.token_offsets, idx)
         fields = {
             name: getattr(self, name)[idx]
             for name in self.__dataclass_fields__
@@ -164,7 +163,7 @@ class RecordTable:
             chunk_gather, fields["chunk_offsets"] = _gather(self.chunk_offsets, idx)
             for name in ("chunk_ns", "chunk_tokens", "chunk_reasoning"):
                 fields[name] = getattr(self, name)[chunk_gather]
-        return RecordTable(**fields, token_ns=self.token_ns[gather], token_offsets=offsets)
+        return RecordTable(**fields, token_ns=token_ns, token_offsets=offsets)
 
 
 _RAGGED = ("token_ns", "token_offsets", "chunk_ns", "chunk_tokens", "chunk_reasoning", "chunk_offsets")

@@ -195,9 +195,13 @@ def _rates(
     }
 
 
-def _throughput_views(ok_table: RecordTable, req: RequestMetrics, gaps_s: np.ndarray) -> dict[str, float]:
+def _throughput_views(
+    t: RecordTable, ok_rows: np.ndarray, req: RequestMetrics, gaps_s: np.ndarray, tbt_p99_s: float | None
+) -> dict[str, float]:
     tpot = req.tpot_s[np.isfinite(req.tpot_s) & (req.token_count >= 2)]  # rows with a gap
-    views = metrics.throughput_views_ragged(tpot, ok_table.token_ns, ok_table.token_offsets, gaps_s)
+    views = metrics.throughput_views_ragged(
+        tpot, t.token_ns, t.token_offsets, gaps_s, rows=ok_rows, tbt_p99_s=tbt_p99_s
+    )
     keys = ("throughput_tpot_tokens_per_s", "throughput_tbt_tokens_per_s", "throughput_deadline_tokens_per_s")
     return dict(zip(keys, views))
 
@@ -264,21 +268,23 @@ def summarize(
     slo = None if slo_ok is None else _per_row(slo_ok, len(table), "slo_ok")[measured] > 0
     t = table.select(measured) if not measured.all() else table
     req = _request_metrics(t, dp_s, tbt_deadline_s, target_miss_rate)
-    ok_table = t.select(t.ok) if not t.ok.all() else t
+    ok_rows = np.flatnonzero(t.ok)  # ok rows by index: no copy of their tokens
     meets = metrics.miss_rates(req.missed, req.total) <= target_miss_rate
     good = t.ok & (meets if slo is None else slo)
     window_s = _window_s(t)
     rates = _rates(t, req, good, window_s)
-    gaps_s = metrics.pooled_gaps_s(ok_table.token_ns, ok_table.token_offsets)
-    rates.update(_throughput_views(ok_table, req, gaps_s))
-    rates.update(_fluidity_tail(req))
+    gaps_s = metrics.pooled_gaps_s(t.token_ns, t.token_offsets, ok_rows)
     distributions = _distributions(req, gaps_s)
-    chunk_values = chunks.chunk_values(ok_table)
+    tbt_p99_s = distributions[("tbt", "s")].get("p99")
+    rates.update(_throughput_views(t, ok_rows, req, gaps_s, tbt_p99_s))
+    del gaps_s
+    rates.update(_fluidity_tail(req))
+    chunk_values = chunks.chunk_values(t, among=t.ok)
     for name, unit in chunks.CHUNK_DISTRIBUTIONS:
         if name in chunk_values.values:
             distributions[(name, unit)] = metrics.distribution(chunk_values.values[name])
     rates.update(chunk_values.totals)
-    curve = metrics.miss_rate_quantile_curve(ok_table.token_ns, ok_table.token_offsets, CURVE_TARGETS_S)
+    curve = metrics.miss_rate_quantile_curve(t.token_ns, t.token_offsets, CURVE_TARGETS_S, rows=ok_rows)
     by_status, by_code, by_type = _error_counts(t)
     has_curve = bool(np.isfinite(curve).all())
     return RunSummary(

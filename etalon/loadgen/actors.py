@@ -47,6 +47,14 @@ def _node_ip() -> str:
         return "127.0.0.1"
 
 
+def _node_id() -> str | None:
+    """The Ray node this process runs on (hex id), or None outside Ray (same import rule as above)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return str(ray.get_runtime_context().get_node_id())
+    return None
+
+
 @contextlib.contextmanager
 def _quiet_gc() -> Iterator[None]:
     """Keep the cyclic GC from pausing the load loop for tens of ms while it times tokens.
@@ -104,6 +112,7 @@ class LoadActor:
         self.warmed_connections = 0
         self.warm_up_s = 0.0
         self._node_ip = _node_ip()  # resolved once, before any load runs
+        self._node_id = _node_id()
 
     def prepare(self, plan: ActorPlan, warm_connections: bool = True) -> dict[str, Any]:
         """Start the loop and open the session; with ``warm_connections``, first open the
@@ -171,7 +180,10 @@ class LoadActor:
 
     def drain(self) -> list[dict[str, Any]]:
         """Records finished since the last drain, as ``RequestRecord.to_dict()`` dicts."""
-        return [record.to_dict() for record in self._sink.drain()]
+        records = [record.to_dict() for record in self._sink.drain()]
+        for record in records:
+            record["node_id"] = self._node_id
+        return records
 
     def status(self) -> dict[str, Any]:
         """``done``, ``error``, and ``unreported``: ids sent whose records are not drained yet."""
@@ -194,6 +206,7 @@ class LoadActor:
         return {
             "actor": self.actor_index,
             "node_ip": self._node_ip,
+            "node_id": self._node_id,
             "pid": os.getpid(),
             "epoch_mono_ns": self.epoch_mono_ns,
             "warmed_connections": self.warmed_connections,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -14,15 +15,18 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import orjson
 
+
 from etalon.clients.base import EndpointError, EndpointSpec
 from etalon.clients.openai import preflight as _client_preflight
 from etalon.core.health import endpoint_gone
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actors import LoadActor
+from etalon.loadgen.headroom import headroom_warning
 from etalon.loadgen.driver import KEEPALIVE_S
 from etalon.loadgen.interrupts import interrupt_flag
 from etalon.loadgen.loss import ActorLossBook
 from etalon.loadgen.plan import ActorPlan, build_requests, gc_paused, split_plans, split_session_plans
+from etalon.records.files import PARQUET_NAME, RECORD_FORMATS, ParquetSink
 from etalon.loadgen.sink import RecordsFile
 
 if TYPE_CHECKING:
@@ -33,6 +37,7 @@ log = logging.getLogger("etalon")
 STOP_INTERRUPTED = "interrupted"
 STOP_ENDPOINT_GONE = "endpoint gone"
 BACKENDS = ("ray", "local")
+PLACEMENTS = ("SPREAD", "DEFAULT")  # Ray scheduling strategies for the load actors
 # Warmed connections must still be pooled at the start: keep the gap well inside the pool's idle limit.
 MAX_WARM_START_DELAY_S = KEEPALIVE_S / 2
 
@@ -54,10 +59,21 @@ class LoadSettings:
     use_uvloop: bool = True
     start_delay_s: float = 1.0
     warm_connections: bool = True
+    placement: str = "SPREAD"
+    records_format: str = "jsonl"
+    records_batch_rows: int = 8192
+    actor_capacity_tokens_per_s: float = 100_000.0  # 0: no headroom warning
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"client.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.records_format not in RECORD_FORMATS or self.records_batch_rows < 1:
+            raise ValueError(
+                f"client.records_format must be one of {RECORD_FORMATS} and client.records_batch_rows "
+                f">= 1, got {self.records_format!r} and {self.records_batch_rows}"
+            )
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"client.placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.num_actors < 1 or self.max_inflight_per_actor < 1:
             raise ValueError(
                 f"client.num_actors ({self.num_actors}) and client.max_inflight_per_actor "
@@ -87,6 +103,8 @@ class LoadResult:
     actors: list[dict[str, Any]] = field(default_factory=list)
     wall_start_ns: int = 0
     duration_s: float = 0.0
+    records_path: Path | None = None  # where the records were written (JSONL file or Parquet dir)
+    records_in_memory: bool = True  # False: ``records`` is empty, read them from ``records_path``
 
 
 class _Backend(Protocol):
@@ -126,7 +144,10 @@ class _LocalBackend:
 
 
 class _RayBackend:
-    """One Ray actor process per LoadActor, spread across nodes."""
+    """One Ray actor process per LoadActor, placed by ``client.placement`` (SPREAD: across nodes).
+
+    An actor that stops answering (its process or node died) is recorded in ``lost`` and skipped
+    from then on; the run loop stops the others and counts what the lost one had in flight."""
 
     def __init__(self, endpoint: EndpointSpec, settings: LoadSettings, count: int) -> None:
         from etalon.loadgen.ray_init import ensure_ray
@@ -135,11 +156,12 @@ class _RayBackend:
             ray = ensure_ray(settings.ray_address)
         self._ray = ray
         remote = ray.remote(LoadActor).options(
-            num_cpus=settings.actor_num_cpus, scheduling_strategy="SPREAD"
+            num_cpus=settings.actor_num_cpus, scheduling_strategy=settings.placement, max_restarts=0
         )
         # Ray's handles are typed loosely: treat them as Any rather than as LoadActor.
         self._actors: list[Any] = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
-        ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
+        infos = ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
+        self._node_ids: list[str | None] = [info.get("node_id") for info in infos]
         self.losses = ActorLossBook()
         self._dead: set[int] = set()
 
@@ -163,8 +185,10 @@ class _RayBackend:
         return self._ray.get([a.start.remote(start_wall_ns) for a in self._actors])
 
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Status, then drain, of every live actor; a dead one's undrained requests become
-        ``actor_lost`` records and it counts as done, so the others finish the run."""
+        """Status, then drain, of every live actor; a dead one (its process or its node gone) has
+        its undrained requests become ``actor_lost`` records and counts as done, so the others
+        finish the run."""
+        lost_errors = (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError)
         live = [i for i in range(len(self._actors)) if i not in self._dead]
         status_refs = {i: self._actors[i].status.remote() for i in live}
         drain_refs = {i: self._actors[i].drain.remote() for i in live}
@@ -174,9 +198,13 @@ class _RayBackend:
             try:
                 statuses[i] = self._ray.get(status_refs[i])
                 batch = self._ray.get(drain_refs[i])
-            except self._ray.exceptions.RayActorError as exc:
+            except lost_errors as exc:
                 self._dead.add(i)
-                records += self.losses.lost(i, type(exc).__name__)
+                node = self._node_ids[i]
+                lost = self.losses.lost(i, f"{type(exc).__name__}" + (f" on node {node[:12]}" if node else ""))
+                for record in lost:
+                    record["node_id"] = node
+                records += lost
                 continue
             self.losses.seen(i, statuses[i], batch)
             records += batch
@@ -187,12 +215,15 @@ class _RayBackend:
             if i not in self._dead:
                 try:
                     self._ray.get(self._actors[i].stop.remote())
-                except self._ray.exceptions.RayActorError:
+                except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError):
                     pass  # died meanwhile: the next poll counts what it lost
 
     def shutdown(self) -> None:
         for actor in self._actors:
-            self._ray.kill(actor)
+            try:
+                self._ray.kill(actor)
+            except Exception:  # noqa: BLE001 - an actor already gone needs no kill
+                pass
 
 
 def _deaths(backend: _Backend) -> list[str]:
@@ -232,15 +263,22 @@ def run_load(
     *,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = True,
+    keep_records: bool = True,
     max_context_tokens: int | None = None,
 ) -> LoadResult:
     """Send ``schedule`` and collect one record per sent request.
 
     Records are appended to ``records_path`` (JSONL, one ``RequestRecord.to_dict()`` per line)
-    after every drain. Ctrl-C (and SIGTERM, SIGHUP) does not propagate: actors are stopped, what they have is written,
+    after every drain; with ``client.records_format=parquet`` they go to ``records.parquet`` next to
+    it in bounded part files instead, and ``keep_records=False`` (which ``should_stop`` overrides)
+    keeps none in memory, so a run of any length holds only one drain batch. Ctrl-C (and SIGTERM,
+    SIGHUP) does not propagate: actors are stopped, what they have is written,
     and the result comes back with ``partial=True, stop_reason="interrupted"``; the caller writes
     its summary and then re-raises KeyboardInterrupt itself.
     """
+    warning = headroom_warning(schedule, settings.num_actors, settings.actor_capacity_tokens_per_s)
+    if warning:
+        log.warning("%s", warning)
     with gc_paused():
         requests = build_requests(schedule, prompts)
         if schedule.session_id is not None:
@@ -252,7 +290,8 @@ def run_load(
     backend_cls = _RayBackend if settings.backend == "ray" else _LocalBackend
     backend: _Backend = backend_cls(endpoint, settings, len(plans))
     try:
-        return _drive(backend, plans, settings, Path(records_path), should_stop, progress)
+        keep = keep_records or should_stop is not None
+        return _drive(backend, plans, settings, Path(records_path), should_stop, progress, keep)
     finally:
         backend.shutdown()
 
@@ -275,6 +314,7 @@ def _drive(
     records_path: Path,
     should_stop: Callable[[list[RequestRecord]], str | None] | None,
     progress: bool,
+    keep: bool = True,
 ) -> LoadResult:
     from tqdm import tqdm
 
@@ -286,12 +326,16 @@ def _drive(
     # On a terminal the bar redraws in place; in a log file (CI, nohup) a line every 10 s is enough.
     interactive = sys.stderr.isatty()
     bar_args = {"mininterval": 0.1 if interactive else 10.0, "ascii": not interactive}
+    sink: Any = (  # JSONL keeps the caller's file name; Parquet is records.parquet/ beside it
+        RecordsFile(records_path) if settings.records_format == "jsonl"
+        else ParquetSink(records_path.parent / PARQUET_NAME, settings.records_batch_rows)
+    )
     with (
-        RecordsFile(records_path) as sink,
+        sink if isinstance(sink, RecordsFile) else contextlib.closing(sink),
         tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
         interrupt_flag() as interrupted,
     ):
-        collect = _Collector(records, sink, bar)
+        collect = _Collector(records, sink, bar, keep)
         infos: list[dict[str, Any]] = []
         try:
             # Every actor is warm before the start is picked, so warm-up never delays a planned send.
@@ -312,6 +356,8 @@ def _drive(
         actors=infos,
         wall_start_ns=start_wall_ns,
         duration_s=max(0.0, (time.time_ns() - start_wall_ns) / 1e9),
+        records_path=sink.path,
+        records_in_memory=keep,
     )
 
 
@@ -342,8 +388,9 @@ def _poll_until_done(
 class _Collector:
     """Appends drained record dicts to the JSONL file (written per drain) and the in-memory list."""
 
-    def __init__(self, records: list[RequestRecord], sink: Any, bar: Any) -> None:
+    def __init__(self, records: list[RequestRecord], sink: Any, bar: Any, keep: bool = True) -> None:
         self.records = records
+        self._keep = keep
         self._sink = sink
         self._bar = bar
         self._errors = 0
@@ -351,9 +398,12 @@ class _Collector:
     def __call__(self, batch: list[dict[str, Any]]) -> None:
         if not batch:
             return
-        self._sink.write(b"".join(orjson.dumps(d) + b"\n" for d in batch), len(batch))
-        new = [RequestRecord.from_dict(d) for d in batch]
-        self.records.extend(new)
-        self._errors += sum(r.status != STATUS_OK for r in new)
-        self._bar.update(len(new))
+        if isinstance(self._sink, RecordsFile):
+            self._sink.write(b"".join(orjson.dumps(d) + b"\n" for d in batch), len(batch))
+        else:
+            self._sink.write(batch)
+        if self._keep:
+            self.records.extend(RequestRecord.from_dict(d) for d in batch)
+        self._errors += sum(d["status"] != STATUS_OK for d in batch)
+        self._bar.update(len(batch))
         self._bar.set_postfix(errors=self._errors, refresh=False)

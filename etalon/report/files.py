@@ -9,14 +9,23 @@ from etalon.core.summary import RunSummary
 from etalon.report import plots, tables
 
 
-def write_report(run_dir: Path, table: RecordTable, summary: RunSummary) -> list[Path]:
+def write_report(run_dir: Path, table: RecordTable | None, summary: RunSummary) -> list[Path]:
     """Write CSV tables and PNG plots under ``run_dir``; returns the written paths.
 
     ``summary`` must come from ``summarize(table, ...)`` (it carries the per-request metrics of the
-    table's non-warm-up rows, in order).
+    table's non-warm-up rows, in order). ``table=None`` (a summary computed from a records file in
+    chunks): the plots that need only the summary's per-request values.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if table is None:
+        written = [
+            tables.write_percentile_table(run_dir / "metrics_percentiles.csv", summary),
+            tables.write_rates_table(run_dir / "metrics_run.csv", summary),
+        ]
+        if summary.requests is not None:
+            written.append(tables.write_request_table(run_dir / "metrics_requests.csv", summary.requests))
+        return written + plots.write_summary_plots(run_dir, summary)
     measured = table.select(~table.warmup) if table.warmup.any() else table
     written = [
         tables.write_percentile_table(run_dir / "metrics_percentiles.csv", summary),

@@ -27,6 +27,15 @@ def write_plots(run_dir: Path, table: RecordTable, summary: RunSummary) -> list[
     ]
 
 
+def write_summary_plots(run_dir: Path, summary: RunSummary) -> list[Path]:
+    """The plots that need only the summary (no token times): for summaries computed from a file."""
+    return [
+        _save(_ttft_by_prompt(summary), run_dir / "ttft_vs_prompt_tokens.png"),
+        _save(_miss_rate_curve(summary), run_dir / "miss_rate_curve.png"),
+        _save(_throughput_views(summary), run_dir / "throughput_views.png"),
+    ]
+
+
 def _save(fig: Figure, path: Path) -> Path:
     return save_figure(fig, path)
 

@@ -28,7 +28,7 @@ class Measurement:
     """One load run, measured: the records, their table, the run summary and the SLO verdict."""
 
     records_path: Path
-    table: RecordTable
+    table: RecordTable | None  # None: records_format=parquet, the records stay in the file
     summary: Any
     load: Any
     verdict: Any
@@ -67,6 +67,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
         out_dir=ctx.stage_dir,
         slo=slo,
         progress=ctx.cfg.client.progress,
+        bounded=True,
     )
     from etalon.report import format_summary, write_report
 
@@ -168,12 +169,15 @@ def measure(
     seed: int | None = None,
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = False,
+    bounded: bool = False,
     tracker: Any = None,
     prompt_seed: int | None = None,
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
     here come from the config's workload group; prompt text comes from ``prompt_seed`` (default:
-    this stage's seed derived from the run, so no two stages or runs send the same prompts)."""
+    this stage's seed derived from the run, so no two stages or runs send the same prompts).
+    ``bounded`` with ``client.records_format=parquet``: keep no record in memory and summarise
+    from the file in chunks (``Measurement.table`` None, no traffic report or token accounting)."""
     from etalon.loadgen import run_load
 
     from etalon.stages.traffic import build_workload, traffic_report
@@ -202,16 +206,18 @@ def measure(
     check_fits_server(schedule, ctx.endpoint.server)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
+    settings = load_settings(cfg)
     scraper = start_scraper(ctx)
     try:
         load = run_load(
             schedule,
             prompts,
             ctx.endpoint,
-            load_settings(cfg),
+            settings,
             records_path,
             should_stop=should_stop,
             progress=progress,
+            keep_records=not (bounded and settings.records_format == "parquet"),
             max_context_tokens=limit,
         )
     finally:
@@ -222,21 +228,36 @@ def measure(
         (out_dir / ACTORS_FILE).write_bytes(orjson.dumps(load.actors))
     except OSError as exc:
         log.warning("cannot write %s: %s", out_dir / ACTORS_FILE, exc)
-    table = RecordTable.from_records(load.records)
-    summary, verdict = summarize_table(table, slo, partial=load.partial)
-    server = summarize_server(scrapes, table, load.wall_start_ns, summary.scalars(), out_dir,
+    if load.stop_reason and load.stop_reason != "interrupted":
+        log.warning("load stopped before the schedule ran out: %s", load.stop_reason)
+    traffic: dict[str, Any] = {}  # the traffic report needs the records in memory
+    if load.records_in_memory:
+        table: RecordTable | None = RecordTable.from_records(load.records)
+        summary, verdict = summarize_table(table, slo, partial=load.partial)
+        traffic = traffic_report(schedule, load.records, limit, arrival)
+    else:  # bounded memory: summarised from the Parquet file in chunks; no whole-run verdict
+        from etalon.records.chunked import summarize_file
+
+        table, verdict = None, None
+        summary = summarize_file(load.records_path, slo, batch_rows=settings.records_batch_rows, partial=load.partial)
+    # Server metrics beside the client's (the client's in-flight series needs the records in memory).
+    server = summarize_server(scrapes, table if table is not None else RecordTable.from_records([]),
+                              load.wall_start_ns, summary.scalars(), out_dir,
                               tracker if tracker is not None else ctx.tracker)
     summary_dict = summary.to_dict()
-    traffic = traffic_report(schedule, load.records, limit, arrival)
+    if load.stop_reason:
+        summary_dict["stop_reason"] = load.stop_reason
     if traffic:
         summary_dict["traffic"] = traffic
-    accounting = _accounting(load.records)
-    summary_dict["token_accounting"] = accounting
+    accounting = _accounting(load.records) if load.records_in_memory else None  # needs the records
+    if accounting is not None:
+        summary_dict["token_accounting"] = accounting
+        summary_dict["scalars"].update(accounting_scalars(accounting))
     summary_dict["server"] = server.scalars
-    summary_dict["scalars"].update(accounting_scalars(accounting))
     write_summary(out_dir / SUMMARY_FILE, summary_dict)
     check_outputs(summary, cfg.endpoint.output_check, out_dir)
-    return Measurement(records_path, table, summary, load, verdict, load.partial, traffic, accounting, server)
+    return Measurement(load.records_path or records_path, table, summary, load, verdict, load.partial, traffic,
+                       accounting, server)
 
 
 def _accounting(records: list[RequestRecord]) -> dict[str, Any]:
