@@ -68,6 +68,9 @@ class EndpointConfig:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     server: Any = None
+    # Prometheus /metrics polled during every run (null: off); metrics_url null: the server's own.
+    metrics_interval_s: float | None = 1.0
+    metrics_url: str | None = None
     # Ask for usage in every chunk (exact tokens per chunk); only for servers that accept it (vLLM).
     continuous_usage_stats: bool = False
     # Output checks (short/long outputs, implausible usage): warn, fail the run/probe, or off.
@@ -81,11 +84,6 @@ class EndpointConfig:
             "endpoint.output_check",
             f"must be one of {', '.join(OUTPUT_CHECKS)}, got {self.output_check!r}",
         )
-        _require(
-            self.base_url is not None or self.server is not None,
-            "endpoint.base_url",
-            "must be set when endpoint.server is null (nothing to launch)",
-        )
         if self.base_url is not None:
             _require(
                 self.base_url.startswith(("http://", "https://")),
@@ -97,10 +95,69 @@ class EndpointConfig:
             _require(bool(self.request_id_header.strip()) and ":" not in self.request_id_header,
                      "endpoint.request_id_header", f"must be a header name or null, got {self.request_id_header!r}")
         _require(
+            self.metrics_interval_s is None or self.metrics_interval_s > 0,
+            "endpoint.metrics_interval_s",
+            f"must be > 0 or null (no scraping), got {self.metrics_interval_s}",
+        )
+        _require(
             self.connect_timeout_s > 0,
             "endpoint.connect_timeout_s",
             f"must be > 0, got {self.connect_timeout_s}",
         )
+
+
+@dataclass
+class ServerConfig:
+    """A server etalon launches (the ``server`` group): an engine command template and how to run it.
+
+    ``command`` is an argument list whose ``${...}`` fields Hydra fills (model, host, port, engine
+    ``args``); an element that resolves to an empty string is dropped (optional flags). ``port``
+    null: a free port is picked when the config is loaded. ``engine`` names the metric names and
+    context-limit endpoints to use (vllm, sglang, tgi, llamacpp, sim).
+    """
+
+    name: str = MISSING
+    engine: str = MISSING
+    command: list[Any] = MISSING
+    package: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int | None = None
+    api_path: str = "/v1"
+    health_path: str = "/health"
+    metrics_path: str | None = "/metrics"
+    startup_timeout_s: float = 600.0
+    stop_signal: str = "SIGTERM"
+    stop_grace_s: float = 30.0
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(len(self.command) > 0, "server.command", "must not be empty")
+        _require(self.startup_timeout_s > 0, "server.startup_timeout_s", f"must be > 0, got {self.startup_timeout_s}")
+        _require(self.stop_grace_s >= 0, "server.stop_grace_s", f"must be >= 0, got {self.stop_grace_s}")
+        _require(self.stop_signal in ("SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL"), "server.stop_signal",
+                 f"must be SIGTERM, SIGINT, SIGQUIT or SIGKILL, got {self.stop_signal!r}")
+        _require(self.port is None or 1 <= self.port <= 65535, "server.port",
+                 f"must be within 1..65535 or null (pick a free port), got {self.port}")
+        _require(self.health_path.startswith("/"), "server.health_path", f"must start with /, got {self.health_path!r}")
+        for key in ("tensor_parallel_size", "pipeline_parallel_size"):
+            value = self.args.get(key)
+            _require(value is None or int(value) >= 1, f"server.args.{key}", f"must be >= 1, got {value}")
+
+    @property
+    def gpus(self) -> int:
+        """GPUs one instance needs: tensor-parallel x pipeline-parallel size (1 if not declared)."""
+        tp = self.args.get("tensor_parallel_size") or 1
+        pp = self.args.get("pipeline_parallel_size") or 1
+        return int(tp) * int(pp)
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + self.api_path
 
 
 @dataclass
@@ -277,6 +334,7 @@ class EtalonConfig:
     tracking: TrackingConfig = MISSING
     pipeline: PipelineConfig = MISSING
     sim: Any = None
+    server: ServerConfig | None = None
     experiment_name: str = "default"
     cache_dir: str = "outputs/cache"
     print_summary: bool = True
@@ -293,12 +351,25 @@ class EtalonConfig:
 
     def __post_init__(self) -> None:
         safe_name(self.experiment_name)
+        _require(
+            self.endpoint.base_url is not None or self.endpoint.server is not None or self.server is not None,
+            "endpoint.base_url",
+            "must be set when no server is launched (server is null)",
+        )
+
+    @property
+    def launches_server(self) -> bool:
+        """etalon starts ``server`` itself when the endpoint has no base URL of its own."""
+        return self.endpoint.base_url is None and self.endpoint.server is None and self.server is not None
 
 
 def register_configs() -> None:
-    """Register the top-level schema; YAML presets under conf/ fill its values."""
+    """Register the top-level schema (YAML presets under conf/ fill its values) and the resolvers."""
     from omegaconf import OmegaConf
 
+    from etalon.resolvers import register_resolvers
+
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="etalon_schema", node=EtalonConfig)
     # Used in hydra.run.dir: a name that would escape outputs/ fails before Hydra creates anything.

@@ -59,6 +59,8 @@ class EndpointSpec:
     request_id_header: str | None = "X-Request-Id"
     # What the server said it is before the run (etalon.clients.identity.observe_server).
     server_identity: dict[str, Any] | None = field(default=None, compare=False)
+    # What preflight learned about the server (etalon.clients.server_info.ServerIdentity), or None.
+    server: Any = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

@@ -18,6 +18,7 @@ import orjson
 
 from etalon.clients.base import EndpointError, EndpointSpec
 from etalon.clients.openai import preflight as _client_preflight
+from etalon.core.health import endpoint_gone
 from etalon.core.records import STATUS_OK, RequestRecord
 from etalon.loadgen.actors import LoadActor
 from etalon.loadgen.headroom import headroom_warning
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("etalon")
 
 STOP_INTERRUPTED = "interrupted"
+STOP_ENDPOINT_GONE = "endpoint gone"
 BACKENDS = ("ray", "local")
 PLACEMENTS = ("SPREAD", "DEFAULT")  # Ray scheduling strategies for the load actors
 # Warmed connections must still be pooled at the start: keep the gap well inside the pool's idle limit.
@@ -375,6 +377,8 @@ def _poll_until_done(
         errors = [s["error"] for s in statuses if s["error"]]
         if errors:
             return f"load actor failed: {errors[0]}"
+        if batch and (gone := endpoint_gone(collect.records)):
+            return f"{STOP_ENDPOINT_GONE}: {gone}"
         if should_stop is not None and (reason := should_stop(collect.records)):
             return reason
         if all(s["done"] for s in statuses):

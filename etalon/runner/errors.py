@@ -43,4 +43,10 @@ def describe(exc: BaseException) -> str:
         inner = inner.__cause__
     text = str(inner).strip() or type(inner).__name__
     # Messages may quote what a server sent: never let it drive the terminal (etalon.core.text).
-    return " ".join(for_terminal(text, DESCRIBE_CHARS).split())
+    text = " ".join(for_terminal(text, DESCRIBE_CHARS).split())
+    detail = getattr(inner, "detail", "")
+    if detail:  # a launched server's log tail: its lines stay lines (each made terminal-safe)
+        where = getattr(inner, "log_path", None)
+        lines = [for_terminal(line, DESCRIBE_CHARS) for line in str(detail).splitlines()]
+        text += f"\n--- last lines of {where or 'the server log'} ---\n" + "\n".join(lines)
+    return text

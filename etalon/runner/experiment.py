@@ -25,6 +25,9 @@ from etalon.runner.tracking import PARENT_TAG, connect_in_background, tracked_ru
 
 def load_config(dcfg: DictConfig) -> EtalonConfig:
     """Resolve and convert once; every cross-field check runs here, before any request is sent."""
+    from etalon.runner.endpoint import assign_port
+
+    assign_port(dcfg)
     cfg = OmegaConf.to_object(dcfg)
     assert isinstance(cfg, EtalonConfig)
     return cfg
@@ -75,7 +78,7 @@ def run_experiment(dcfg: DictConfig) -> float | None:
 
 def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) -> tuple[float | None, bool]:
     """(main metric, whether the SLO failed with fail_on_slo=true)."""
-    from etalon.runner.endpoint import endpoint_key, live_endpoint
+    from etalon.runner.endpoint import endpoint_key
     from etalon.runner.locks import endpoint_lock
 
     cfg = _validated(dcfg)
@@ -88,16 +91,19 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) ->
     name = cfg.tracking.run_name or run_name(cfg, hydra_cfg)
     url: list[str] = []
     # Jobs of a Ray sweep that measure the same endpoint wait for each other here.
-    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or "")), ExitStack() as stack:
+    with endpoint_lock(endpoint_key(cfg, cfg.endpoint.base_url or _server_url(cfg))), ExitStack() as stack:
         connect_in_background(cfg.tracking)  # MLflow connects while the endpoint starts
         try:
             check_components(cfg)
-            endpoint, key = stack.enter_context(live_endpoint(cfg))
+            endpoint, key = stack.enter_context(_endpoint_for(cfg, run_dir))
         except USER_ERRORS:
             with tracked_run(cfg.tracking, name, tags, secrets) as tracker:  # a FAILED run with the reason
                 tracker.log_params(tracking_params(cfg, dcfg, secrets))
+                if (run_dir / "server.log").exists():
+                    tracker.log_artifacts([run_dir / "server.log"])
                 raise
         tracker = stack.enter_context(tracked_run(cfg.tracking, name, tags, secrets))
+        stack.callback(_log_server_log, tracker, run_dir)  # also after a failure or Ctrl-C
         # Exits first (the stack unwinds in reverse): report.html and the verdict, on success or failure.
         outcome = stack.enter_context(closing_verdict(cfg, run_dir, url, tracker, secrets))
         url.append(endpoint.base_url)
@@ -105,9 +111,36 @@ def _run(dcfg: DictConfig, run_dir: Path, hydra_cfg: Any, secrets: list[str]) ->
         tracker.log_artifacts([run_dir / "resolved_config.yaml"])
         _announce(cfg, tracker)
         tracker.set_tags({"endpoint.base_url": endpoint.base_url})
+        if endpoint.server is not None:
+            tracker.log_params(_identity_params(endpoint.server))
         results = run_pipeline(cfg, run_dir, endpoint, key, tracker)
     last = list(results.values())[-1]
     return last.scalars.get("output_tokens_per_s"), cfg.fail_on_slo and outcome.slo_failed
+
+
+def needs_own_endpoint(cfg: EtalonConfig) -> bool:
+    """False when every stage searches its own configs (each launching its own server): the job
+    then starts no server of its own, so no two servers run at once on a CPU-only host."""
+    return not all(isinstance(s.run, dict) and (s.run.get("configs") or s.run.get("grid"))
+                   for s in cfg.pipeline.steps())
+
+
+def _endpoint_for(cfg: EtalonConfig, run_dir: Path) -> Any:
+    from contextlib import nullcontext
+
+    from etalon.clients.base import EndpointSpec
+    from etalon.runner.endpoint import live_endpoint
+
+    if needs_own_endpoint(cfg):
+        return live_endpoint(cfg, run_dir)
+    url = cfg.endpoint.base_url or (cfg.server.base_url if cfg.server is not None else "http://unused")
+    return nullcontext((EndpointSpec(base_url=url, model=cfg.model.name), "none"))
+
+
+def _identity_params(identity: Any) -> dict[str, Any]:
+    return {"server.observed.max_model_len": identity.max_model_len,
+            "server.observed.version": identity.version,
+            "server.observed.command": " ".join(identity.command)[:6000] or None}
 
 
 def _validated(dcfg: DictConfig) -> EtalonConfig:
@@ -145,6 +178,15 @@ def check_components(cfg: EtalonConfig) -> None:
     for stage in cfg.pipeline.steps():
         _build(stage.run, f"pipeline.stages.{stage.name}")
     max_total_tokens(cfg)
+
+
+def _log_server_log(tracker: Any, run_dir: Path) -> None:
+    if (run_dir / "server.log").exists():
+        tracker.log_artifacts([run_dir / "server.log"])
+
+
+def _server_url(cfg: EtalonConfig) -> str:
+    return cfg.server.base_url if cfg.launches_server and cfg.server is not None else ""
 
 
 def _build(node: Any, key: str) -> Any:

@@ -35,6 +35,8 @@ def tracking_params(cfg: EtalonConfig, dcfg: DictConfig, secrets: list[str]) -> 
     assert isinstance(container, dict)
     if not launches_simulator(cfg):
         container.pop("sim", None)
+    if not cfg.launches_server:
+        container.pop("server", None)
     return flatten(container)
 
 

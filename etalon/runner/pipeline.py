@@ -85,6 +85,11 @@ def _run_stage(
         if result.data.get("interrupted"):
             # Ctrl-C: what was measured is written and logged; now stop the pipeline.
             raise KeyboardInterrupt
+        if result.data.get("endpoint_gone"):
+            from etalon.stages.base import EndpointGoneError
+
+            raise EndpointGoneError(f"stage {stage.name}: {result.data['endpoint_gone']}; stopped the run "
+                                    f"(partial results in {stage_dir})")
     return result
 
 

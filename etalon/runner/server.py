@@ -22,7 +22,13 @@ STDERR_TAIL_LINES = 40
 
 
 class ServerStartError(RuntimeError):
-    """The server process did not come up; the message carries the tail of its stderr."""
+    """The server process did not come up. ``detail`` is the tail of its log (shown under the
+    one-line message), ``log_path`` where the whole log is."""
+
+    def __init__(self, message: str, detail: str = "", log_path: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.log_path = log_path
 
 
 def wait_for_health(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -175,43 +181,6 @@ class EmbeddedSimServer:
             self._config_path = None
 
     def __enter__(self) -> EmbeddedSimServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-class ExternalServer:
-    """An engine started from a command (vLLM, SGLang, llama.cpp, ...) at a known base URL."""
-
-    def __init__(self, command: list[str], base_url: str, health_url: str | None = None,
-                 startup_timeout_s: float = 600.0) -> None:
-        if not command:
-            raise ValueError("endpoint.server.command must not be empty")
-        self.command = [str(part) for part in command]
-        self.configured_base_url = base_url.rstrip("/")
-        self.health_url = health_url or self.configured_base_url.removesuffix("/v1") + "/health"
-        self.startup_timeout_s = startup_timeout_s
-        self.base_url: str | None = None
-        self._child = _ManagedProcess()
-
-    def start(self, timeout_s: float | None = None) -> str:
-        if self.base_url is not None:
-            return self.base_url
-        process = self._child.spawn(self.command, stdout=subprocess.DEVNULL)
-        try:
-            wait_for_health(self.health_url, timeout_s or self.startup_timeout_s, process)
-        except ServerStartError as exc:
-            raise self._child.fail(f"{' '.join(self.command)!r}: {exc}") from None
-        self.base_url = self.configured_base_url
-        return self.base_url
-
-    def stop(self) -> None:
-        self._child.stop()
-        self.base_url = None
-
-    def __enter__(self) -> ExternalServer:
         self.start()
         return self
 

@@ -64,6 +64,7 @@ class SimServer:
         self.rng = random.Random(config.seed)
         self.emission_log = EmissionLog(config.emission_log_path) if config.emission_log_path else None
         self._ids = itertools.count()
+        self._inflight: set[TokenStream] = set()  # so /metrics counts tokens as they are emitted
         self._task: asyncio.Task[None] | None = None
 
     def make_app(self) -> web.Application:
@@ -98,13 +99,18 @@ class SimServer:
     async def metrics(self, _request: web.Request) -> web.Response:
         scheduler = self.scheduler
         is_engine = isinstance(scheduler, EngineScheduler)
-        text = render_metrics(
-            self.config.served_model_name, self.counters, scheduler.running(), scheduler.waiting(),
-            scheduler.core.kv_usage() if is_engine else 0.0,
-            scheduler.core.num_preemptions if is_engine else 0, self.faults.counts,
-            prefix_cache_queries=scheduler.core.prefix_cache_queries_tokens if is_engine else 0,
-            prefix_cache_hits=scheduler.core.prefix_cache_hits_tokens if is_engine else 0,
-            modes=self.mode_counts)
+        streaming_tokens = sum(stream.emitted for stream in self._inflight)
+        self.counters.generation_tokens_total += streaming_tokens
+        try:
+            text = render_metrics(
+                self.config.served_model_name, self.counters, scheduler.running(), scheduler.waiting(),
+                scheduler.core.kv_usage() if is_engine else 0.0,
+                scheduler.core.num_preemptions if is_engine else 0, self.faults.counts,
+                prefix_cache_queries=scheduler.core.prefix_cache_queries_tokens if is_engine else 0,
+                prefix_cache_hits=scheduler.core.prefix_cache_hits_tokens if is_engine else 0,
+                modes=self.mode_counts)
+        finally:
+            self.counters.generation_tokens_total -= streaming_tokens
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -200,17 +206,20 @@ class SimServer:
 
     async def _run(self, stream: TokenStream, arrival_ns: int, prompt_ids: list[int]) -> None:
         self.scheduler.submit(stream, arrival_ns, prompt_ids)
+        self._inflight.add(stream)
         try:
             await stream.done
         finally:
+            self._inflight.discard(stream)
             if stream.emitted < stream.spec.output_tokens:
                 self.scheduler.abort(stream)
-            self._account(stream)
+            self._account(stream, arrival_ns)
 
-    def _account(self, stream: TokenStream) -> None:
+    def _account(self, stream: TokenStream, arrival_ns: int) -> None:
         self.counters.generation_tokens_total += stream.emitted
         if stream.emitted >= stream.spec.output_tokens:
             self.counters.request_success_total[stream.spec.finish_reason] += 1
+            self.counters.observe_request(arrival_ns, stream.token_ns)
         if self.emission_log is not None:
             self.emission_log.write(stream)
 

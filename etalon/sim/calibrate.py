@@ -15,8 +15,10 @@ import statistics
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import orjson
+
+from etalon.core.calibration import fit_decode
+from etalon.core.calibration import fit_prefill_linear as fit_prefill
 
 DECODE_OUTPUT_TOKENS = 32
 DECODE_PROMPT_TOKENS = (64, 1024)
@@ -56,23 +58,6 @@ async def _measure(session, url: str, model: str, words: int, max_tokens: int,  
                 chunk_ns.append(time.monotonic_ns())
     gaps = [(b - a) / 1e9 for a, b in zip(chunk_ns, chunk_ns[1:])]
     return Measurement(prompt_tokens, (chunk_ns[0] - sent_ns) / 1e9, gaps)
-
-
-def fit_prefill(points: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least squares ``ttft = a + b * P``: intercept (s) and slope (s per prompt token)."""
-    tokens = np.array([p for p, _ in points], dtype=float)
-    ttft = np.array([t for _, t in points])
-    design = np.column_stack([np.ones_like(tokens), tokens])
-    (a, b), *_ = np.linalg.lstsq(design, ttft, rcond=None)
-    return max(float(a), 0.0), max(float(b), 0.0)
-
-
-def fit_decode(points: list[tuple[int, float, float]]) -> tuple[float, float, float]:
-    """Least squares ``tbt = overhead + c_seq * B + c_ctx * context_sum`` from (B, ctx, tbt)."""
-    design = np.array([[1.0, b, ctx] for b, ctx, _ in points])
-    tbt = np.array([t for _, _, t in points])
-    coef, *_ = np.linalg.lstsq(design, tbt, rcond=None)
-    return tuple(max(float(c), 0.0) for c in coef)  # type: ignore[return-value]
 
 
 async def calibrate(base_url: str, model: str, prompt_tokens: list[int], batch_sizes: list[int],

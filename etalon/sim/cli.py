@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = serve.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", help="name of a conf/sim/*.yaml preset")
     source.add_argument("--config", help="path of a sim config YAML (a resolved `sim` node)")
+    source.add_argument("--config-json", help="a resolved `sim` node as one JSON argument (server=sim)")
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a sim config value, e.g. --set latency.tbt_s=0.01")
     serve.add_argument("--host", default="127.0.0.1")
@@ -49,13 +50,39 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = None if args.tokenizer.lower() in ("none", "null") else args.tokenizer
     model = {"name": args.model_name, "tokenizer": tokenizer, "context_tokens": args.context_tokens}
     try:
-        config = load_sim_config(args.preset, args.config, args.set, model)
+        if args.config_json is not None:
+            config = _config_from_json(args.config_json, args.set)
+        else:
+            config = load_sim_config(args.preset, args.config, args.set, model)
     except SimConfigError as exc:
         print(f"etalon-sim: {exc}", file=sys.stderr)
         return 2
     _install_uvloop()
     asyncio.run(serve(config, args.host, args.port))
     return 0
+
+
+def _config_from_json(text: str, overrides: list[str]) -> SimConfig:
+    import json
+
+    from omegaconf import OmegaConf
+
+    from etalon.sim.config import sim_config_from_dict
+
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise SimConfigError(f"--config-json is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise SimConfigError("--config-json must be a JSON object (a resolved sim config)")
+    node = OmegaConf.create(values)
+    for item in overrides:
+        if "=" not in item:
+            raise SimConfigError(f"--set {item!r} must look like key=value")
+        node.merge_with(OmegaConf.from_dotlist([item]))
+    plain = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(plain, dict)
+    return sim_config_from_dict({str(k): v for k, v in plain.items()})
 
 
 def _install_uvloop() -> None:

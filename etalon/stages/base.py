@@ -17,6 +17,16 @@ class StageError(RuntimeError):
     """A stage cannot do its work (missing input, unusable result); the message says why."""
 
 
+class EndpointGoneError(StageError):
+    """Every request in a window failed to connect: the server died. What was measured is kept
+    (the summary is partial); ``detail`` carries the launched server's log tail."""
+
+    def __init__(self, message: str, detail: str = "", log_path: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.log_path = log_path
+
+
 class Tracker(Protocol):
     """Experiment tracking as stages see it (MLflow behind it, or nothing)."""
 

@@ -14,6 +14,7 @@ from etalon.config import ConfigError, EtalonConfig
 from etalon.core.accounting import accounting_notes, accounting_scalars, token_accounting
 from etalon.core.records import RecordTable, RequestRecord
 from etalon.stages.base import StageContext, StageError, StageResult
+from etalon.stages.server_metrics import start_scraper, summarize_server
 
 log = logging.getLogger("etalon")
 
@@ -34,6 +35,15 @@ class Measurement:
     partial: bool
     traffic: dict[str, Any] = field(default_factory=dict)
     accounting: dict[str, Any] | None = None  # etalon.core.accounting.token_accounting
+    server: Any = None  # etalon.stages.server_metrics.ServerMetrics
+
+    @property
+    def endpoint_gone(self) -> str | None:
+        """The run stopped because the endpoint went away (every request failed to connect)."""
+        from etalon.loadgen.run import STOP_ENDPOINT_GONE
+
+        reason = self.load.stop_reason
+        return reason if reason and reason.startswith(STOP_ENDPOINT_GONE) else None
 
     @property
     def interrupted(self) -> bool:
@@ -77,11 +87,14 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
 
     if m.table is not None:
         artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
+    artifacts += m.server.artifacts
     text = format_summary(m.summary, header=summary_header(ctx, arrival))
     if m.traffic:
         from etalon.stages.traffic import format_traffic
 
         text += "\n" + format_traffic(m.traffic)
+    if m.server.scalars:
+        text += "\n" + format_server_line(m.server.scalars, m.summary.scalars())
     artifacts.append(save_summary_text(ctx, text))
     if ctx.cfg.print_summary:
         print(text, flush=True)
@@ -105,6 +118,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
             verdict["passed"] = all(repeat_block["slo_passed"])
     if verdict is not None:
         scalars["slo_passed"] = float(verdict["passed"])
+    scalars.update(m.server.scalars)
     return StageResult(
         name=ctx.stage_name,
         stage_dir=ctx.stage_dir,
@@ -114,6 +128,7 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
             "rate_rps": getattr(arrival, "rate_rps", None),
             "concurrency": getattr(arrival, "concurrency", None),
             "interrupted": m.interrupted or bool(repeat_block and repeat_block["interrupted"]),
+            "endpoint_gone": m.endpoint_gone,
             "token_accounting": m.accounting,
             "capacity_check": check,
         },
@@ -193,6 +208,7 @@ def measure(
     should_stop: Callable[[list[RequestRecord]], str | None] | None = None,
     progress: bool = False,
     bounded: bool = False,
+    tracker: Any = None,
     prompt_seed: int | None = None,
 ) -> Measurement:
     """Build the schedule and prompts, drive the endpoint, summarise. Workload values not given
@@ -225,20 +241,25 @@ def measure(
             "to fit (workload.max_total_tokens, default model.context_tokens)",
             schedule.clipped_requests, len(schedule.prompt_tokens), limit,
         )
+    check_fits_server(schedule, ctx.endpoint.server)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     settings = load_settings(cfg)
-    load = run_load(
-        schedule,
-        prompts,
-        ctx.endpoint,
-        settings,
-        records_path,
-        should_stop=should_stop,
-        progress=progress,
-        keep_records=not (bounded and settings.records_format == "parquet"),
-        max_context_tokens=limit,
-    )
+    scraper = start_scraper(ctx)
+    try:
+        load = run_load(
+            schedule,
+            prompts,
+            ctx.endpoint,
+            settings,
+            records_path,
+            should_stop=should_stop,
+            progress=progress,
+            keep_records=not (bounded and settings.records_format == "parquet"),
+            max_context_tokens=limit,
+        )
+    finally:
+        scrapes = scraper.stop() if scraper is not None else []
     # Each actor's epoch on the machine's monotonic clock: record time + epoch = monotonic time,
     # which lines records up with server-side logs (the simulator's emission log).
     try:
@@ -257,6 +278,10 @@ def measure(
 
         table, verdict = None, None
         summary = summarize_file(load.records_path, slo, batch_rows=settings.records_batch_rows, partial=load.partial)
+    # Server metrics beside the client's (the client's in-flight series needs the records in memory).
+    server = summarize_server(scrapes, table if table is not None else RecordTable.from_records([]),
+                              load.wall_start_ns, summary.scalars(), out_dir,
+                              tracker if tracker is not None else ctx.tracker)
     summary_dict = summary.to_dict()
     if load.stop_reason:
         summary_dict["stop_reason"] = load.stop_reason
@@ -268,10 +293,11 @@ def measure(
     if accounting is not None:
         summary_dict["token_accounting"] = accounting
         summary_dict["scalars"].update(accounting_scalars(accounting))
+    summary_dict["server"] = server.scalars
     write_summary(out_dir / SUMMARY_FILE, summary_dict)
     check_outputs(summary, cfg.endpoint.output_check, out_dir)
     return Measurement(load.records_path or records_path, table, summary, load, verdict, load.partial, traffic,
-                       accounting)
+                       accounting, server)
 
 
 def _accounting(records: list[RequestRecord]) -> dict[str, Any]:
@@ -328,6 +354,37 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
             raise
         print(f"etalon: cannot write {path} ({exc}); the summary is here instead:\n{data.decode()}",
               file=sys.stderr, flush=True)
+
+
+def check_fits_server(schedule: Any, identity: Any) -> None:
+    """Reject, before any request, a workload whose longest request exceeds the server's context."""
+    limit = getattr(identity, "max_model_len", None)
+    if limit is None or len(schedule.prompt_tokens) == 0:
+        return
+    totals = schedule.prompt_tokens.astype("int64") + schedule.output_tokens.astype("int64")
+    i = int(totals.argmax())
+    if int(totals[i]) > limit:
+        raise ConfigError(
+            f"workload: the longest request needs {int(totals[i])} tokens (prompt {int(schedule.prompt_tokens[i])} + "
+            f"output {int(schedule.output_tokens[i])}) but the server's context limit is {limit} "
+            f"({identity.context_source}); shorten the lengths or set workload.max_total_tokens<={limit}"
+        )
+
+
+def format_server_line(server: dict[str, float], client: dict[str, float]) -> str:
+    """Client vs server medians (the gap is network + client) and the server's mean load."""
+    parts = []
+    for kind, label in (("ttft", "TTFT"), ("itl", "TBT/ITL"), ("e2e", "e2e")):
+        key = {"ttft": "ttft", "itl": "tbt", "e2e": "e2e"}[kind]
+        if f"server_{kind}_p50_s" in server and f"{key}_p50_s" in client:
+            parts.append(f"{label} p50 client {client[f'{key}_p50_s'] * 1e3:.4g} ms / server "
+                         f"{server[f'server_{kind}_p50_s'] * 1e3:.4g} ms")
+    if "server_running_mean" in server:
+        parts.append(f"running {server['server_running_mean']:.3g} (client in flight "
+                     f"{server.get('client_inflight_mean', float('nan')):.3g})")
+    if "server_kv_cache_usage_max" in server:
+        parts.append(f"KV usage max {server['server_kv_cache_usage_max']:.1%}")
+    return "server (/metrics): " + "; ".join(parts)
 
 
 def check_outputs(summary: Any, mode: str, out_dir: Path) -> None:

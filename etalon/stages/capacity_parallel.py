@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +24,7 @@ COMPARISON_JSON = "capacity_comparison.json"
 # The runner lives in etalon/runner (Ray); stages only name it, so imports keep pointing one way.
 DEFAULT_RUNNER = {"_target_": "etalon.runner.parallel.RaySearchRunner"}
 FLUID_KEY = "fluid_token_generation_rate_tokens_per_s"
-COLUMNS = ("config", "max_rate_rps", "output_tokens_per_s", FLUID_KEY, "probes", "new_probes",
+COLUMNS = ("config", "max_rate_rps", "output_tokens_per_s", FLUID_KEY, "best", "probes", "new_probes",
            "endpoint_key", "error", "overrides")
 
 
@@ -70,12 +72,41 @@ def parse_configs(configs: Any, labels: Any = None) -> list[SearchConfig]:
     return [SearchConfig(n, tuple(str(o) for o in e or [])) for n, e in zip(names, entries)]
 
 
+def override_value(value: Any) -> str:
+    """A value as Hydra override text (``true``, ``null``, ``[1,2]``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    return str(value)
+
+
+def expand_grid(configs: Any, grid: Any) -> list[list[str]]:
+    """Every config (default: the experiment itself) crossed with every combination of ``grid``
+    (key -> list of values, in the grid's order), as override lists."""
+    bases = [list(c) for c in configs] if configs else [[]]
+    if not grid:
+        return bases
+    keys = [str(k) for k in grid]
+    for key in keys:
+        values = grid[key]
+        if isinstance(values, str) or not hasattr(values, "__iter__") or len(list(values)) == 0:
+            raise StageError(f"capacity_search.grid.{key}: must be a non-empty list of values, got {values!r}")
+    combos = itertools.product(*[list(grid[k]) for k in keys])
+    return [[*base, *(f"{k}={override_value(v)}" for k, v in zip(keys, combo))]
+            for base, combo in itertools.product(bases, list(combos))]
+
+
 def run_parallel(
-    ctx: StageContext, *, configs: Any, runner: Any = None, labels: Any = None, **params: Any
+    ctx: StageContext, *, configs: Any, runner: Any = None, labels: Any = None, grid: Any = None, **params: Any
 ) -> StageResult:
     """One capacity search per config on the runner, then capacity_comparison.{csv,json,png}."""
+    if params.get("time_limit_s") is not None:  # one deadline for the whole grid
+        params["deadline_unix_s"] = time.time() + float(params["time_limit_s"])
     SearchSettings(**params)  # fails here, before any task starts
-    entries = parse_configs(configs, labels)
+    entries = parse_configs(expand_grid(configs, grid), labels)
     active: SearchRunner = runner if runner is not None else instantiate(DEFAULT_RUNNER)
     outcomes = active.run_searches(ctx, entries, dict(params))
     failed = [o for o in outcomes if o.error]
@@ -94,15 +125,29 @@ def comparison_rows(outcomes: list[SearchOutcome]) -> list[dict[str, Any]]:
                      "max_concurrency": d.get("max_concurrency"),
                      "output_tokens_per_s": (d.get("metrics_at_max") or {}).get("output_tokens_per_s"),
                      FLUID_KEY: d.get(FLUID_KEY), "probes": len(d.get("probes", [])),
-                     "new_probes": d.get("new_probes"), "endpoint_key": o.endpoint_key, "error": o.error,
+                     "new_probes": d.get("new_probes"), "endpoint_key": o.endpoint_key,
+                     "error": o.error or (d.get("endpoint_gone") and f"endpoint gone: {d['endpoint_gone']}")
+                     or ("time limit reached" if d.get("time_limit_reached") and d.get("max_rate_rps") is None
+                         and d.get("max_concurrency") is None else None),
                      "overrides": " ".join(o.overrides)})
     return rows
+
+
+def best_row(rows: list[dict[str, Any]], load_col: str) -> dict[str, Any] | None:
+    """The winning configuration: highest capacity, then highest output token rate at it."""
+    found = [r for r in rows if r.get(load_col) is not None]
+    if not found:
+        return None
+    return max(found, key=lambda r: (r[load_col], r.get("output_tokens_per_s") or 0.0))
 
 
 def compare(ctx: StageContext, outcomes: list[SearchOutcome], search_kind: str) -> StageResult:
     rows = comparison_rows(outcomes)
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
     load_col = "max_rate_rps" if search_kind == "rate" else "max_concurrency"
+    best = best_row(rows, load_col)
+    for r in rows:
+        r["best"] = best is not None and r["config"] == best["config"]
     columns = [c if c != "max_rate_rps" else load_col for c in COLUMNS]
     csv_path, json_path = ctx.stage_dir / COMPARISON_CSV, ctx.stage_dir / COMPARISON_JSON
     with open(csv_path, "w", newline="") as f:
@@ -114,6 +159,9 @@ def compare(ctx: StageContext, outcomes: list[SearchOutcome], search_kind: str) 
     json_path.write_bytes(orjson.dumps({"comparison": rows, "searches": searches},
                                        option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     png = plot_comparison(ctx.stage_dir / COMPARISON_PNG, rows, load_col)
+    if best is not None:
+        ctx.tracker.set_tags({"etalon.best_config": best["config"], "etalon.best_overrides": best["overrides"]})
+        print(f"etalon: best configuration: {best['config']} ({load_col} = {best[load_col]:.4g})", flush=True)
     scalars: dict[str, float] = {"num_configs": float(len(rows)),
                                  "failed_configs": float(sum(bool(r["error"]) for r in rows)),
                                  "num_probes": float(sum(r["probes"] for r in rows)),
@@ -121,8 +169,10 @@ def compare(ctx: StageContext, outcomes: list[SearchOutcome], search_kind: str) 
     for i, r in enumerate(rows):
         if r[load_col] is not None:
             scalars[f"config{i}_{load_col}"] = float(r[load_col])
+    if best is not None:
+        scalars[f"best_{load_col}"] = float(best[load_col])
     return StageResult(name=ctx.stage_name, stage_dir=ctx.stage_dir, scalars=scalars,
-                       data={"comparison": rows, "search": search_kind},
+                       data={"comparison": rows, "search": search_kind, "best": best["config"] if best else None},
                        artifacts=[csv_path, json_path, png],
                        partial=any(o.error for o in outcomes))
 
@@ -141,15 +191,18 @@ def plot_comparison(path: Path, rows: list[dict[str, Any]], load_col: str) -> Pa
     panels = [(axes[0], caps, f"capacity ({unit})", "tab:blue"),
               (axes[1], tokens, ("fluid token generation rate" if fluid else "output tokens/s") + " at capacity "
                "(tokens/s)", "tab:orange")]
+    best = next((r["config"] for r in rows if r.get("best")), None)
     for ax, values, ylabel, color in panels:
-        bars = ax.bar(range(len(rows)), values, color=color)
+        bars = ax.bar(range(len(rows)), values, color=[color if r["config"] != best else "tab:green" for r in rows])
         ax.bar_label(bars, labels=[f"{v:.3g}" if v else "none" for v in values], fontsize=8)
         ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=9)
         ax.set_xlabel("config")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("capacity per config (highest load meeting the SLO)", fontsize=10)
+    title = "capacity per config (highest load meeting the SLO)"
+    fig.suptitle(title + (f"; best: {best} (green)" if best else ""), fontsize=10)
     return save_figure(fig, path)
 
 
-__all__ = ["SearchConfig", "SearchOutcome", "SearchRunner", "compare", "parse_configs", "run_parallel"]
+__all__ = ["SearchConfig", "SearchOutcome", "SearchRunner", "best_row", "compare", "expand_grid", "parse_configs",
+           "run_parallel"]

@@ -72,9 +72,19 @@ class SearchSettings:
     # report the capacity as an interval (etalon.stages.reprobe).
     reprobe: int = 0
 
+    # Stop probing after this long (the whole search; no new probe starts past it); a grid of
+    # searches shares one absolute deadline (``deadline_unix_s``, set by the parallel stage).
+    time_limit_s: float | None = None
+    deadline_unix_s: float | None = None
+
+    def out_of_time(self) -> bool:
+        return self.deadline_unix_s is not None and time.time() >= self.deadline_unix_s
+
     def __post_init__(self) -> None:
         if not isinstance(self.reprobe, int) or self.reprobe < 0:
             raise StageError(f"capacity_search.reprobe={self.reprobe!r} must be an integer >= 0")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise StageError(f"capacity_search.time_limit_s={self.time_limit_s} must be > 0 or null")
         if self.min_probe_requests is not None and self.min_probe_requests < 1:
             raise StageError(f"capacity_search.min_probe_requests={self.min_probe_requests} must be >= 1 or null")
         if not 0 < self.rate_tolerance < 1:
@@ -92,18 +102,20 @@ class SearchSettings:
 
 
 def run(ctx: StageContext, *, configs: list[Any] | None = None, runner: Any = None,
-        labels: list[str] | None = None, **params: Any) -> StageResult:
+        labels: list[str] | None = None, grid: dict[str, list[Any]] | None = None, **params: Any) -> StageResult:
     """Search the highest request rate (or closed-loop concurrency) meeting the SLO.
 
     Parameters: ``search`` ("rate" | "concurrency"), ``start_rate_rps``, ``growth``, ``precision``
     (relative bracket width to stop at), ``max_probes``, ``probe_requests``, ``probe_duration_s``,
     ``warmup_requests``, ``early_stop``, ``interpolate``, ``expand_fraction``. ``configs`` (a list of Hydra override
     lists, relative to the experiment's config) runs one search per config in parallel on Ray,
-    with ``runner`` and ``labels`` (see capacity_parallel) and ends with a comparison.
+    with ``runner`` and ``labels`` (see capacity_parallel) and ends with a comparison; ``grid``
+    (override key -> values, e.g. ``{"server": ["vllm", "sglang"], "server.args.max_num_seqs": [64, 128]}``)
+    crosses every config with every combination. ``time_limit_s`` bounds the whole search (grid).
     """
-    if configs:
+    if configs or grid:
         from etalon.stages.capacity_parallel import run_parallel
-        return run_parallel(ctx, configs=configs, runner=runner, labels=labels, **params)
+        return run_parallel(ctx, configs=configs, runner=runner, labels=labels, grid=grid, **params)
     return capacity(ctx, SearchSettings(**params))
 
 
@@ -113,6 +125,8 @@ run.stage_params = SearchSettings  # type: ignore[attr-defined]  # what **params
 def capacity(ctx: StageContext, settings: SearchSettings) -> StageResult:
     """One capacity search on ``ctx``'s config and endpoint: the single search code path, also
     what every parallel search task runs."""
+    if settings.time_limit_s is not None and settings.deadline_unix_s is None:
+        settings = dataclasses.replace(settings, deadline_unix_s=time.time() + settings.time_limit_s)
     slo = resolve_slo(ctx)
     runs = search(ctx, slo, settings)
     result = finish(ctx, slo, settings, runs, unconverged=convergence(settings.policy(), runs))
@@ -150,6 +164,11 @@ def search(ctx: StageContext, slo: Any, settings: SearchSettings) -> list[ProbeR
         if run_.extra.get("vetoes"):
             log.info("capacity_search: probe %d at %.4g met the SLO but is not a pass: %s", len(runs), load,
                      "; ".join(run_.extra["vetoes"]))
+        if run_.interrupted or run_.extra.get("endpoint_gone"):
+            break
+        if settings.out_of_time():
+            log.warning("capacity_search: time limit reached after %d probes; the result is partial", len(runs))
+            break
     return runs
 
 
@@ -209,7 +228,7 @@ def probe(
             with ctx.endpoint_lock():
                 started = time.monotonic()  # time waiting for the lock is not the probe's
                 start_ns = time.time_ns()
-                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected, index)
+                table, meta = _measure_probe(ctx, slo, settings, arrival, lengths, probe_dir, expected, index, tracker)
                 window_ns = (start_ns, time.time_ns())
         else:
             table, meta = cached
@@ -227,7 +246,7 @@ def probe(
         tracker.set_tags({"etalon.cached": str(result.probe.cached).lower(),
                           "etalon.interrupted": str(result.interrupted).lower()})
         verdict = {} if result.interrupted else {"slo_passed": float(result.probe.passed)}
-        tracker.log_metrics({**result.scalars, **verdict,
+        tracker.log_metrics({**result.scalars, **result.extra.get("server_metrics", {}), **verdict,
                              "early_stopped": float(result.probe.early_stopped),
                              "probe_duration_s": result.probe.duration_s})
     return result
@@ -271,7 +290,7 @@ def _early_stop(slo: Any, expected: tuple[int, int]) -> Any:
 
 def _measure_probe(
     ctx: StageContext, slo: Any, settings: SearchSettings, arrival: Any, lengths: Any,
-    probe_dir: Path, expected: tuple[int, int], index: int,
+    probe_dir: Path, expected: tuple[int, int], index: int, tracker: Any = None,
 ) -> tuple[RecordTable, dict[str, Any]]:
     from etalon.stages.benchmark import measure
 
@@ -282,13 +301,14 @@ def _measure_probe(
         ctx, arrival=arrival, lengths=lengths, out_dir=probe_dir, slo=slo,
         num_requests=settings.probe_requests, duration_s=settings.probe_duration_s,
         warmup_requests=_warmup(ctx, settings), seed=ctx.cfg.workload.seed,
-        should_stop=_early_stop(slo, expected) if settings.early_stop else None,
+        should_stop=_early_stop(slo, expected) if settings.early_stop else None, tracker=tracker,
         prompt_seed=ctx.prompt_seed("probe", index),  # fresh text per probe: no prefix-cache hits
     )
     reason = m.load.stop_reason
     kind = reason.split(":", 1)[0] if reason and reason.startswith((STOP_SLO, STOP_QUEUE)) else None
     meta = {"stop_reason": reason, "stop_kind": kind, "measured_s": m.load.duration_s,
             "expected_requests": expected[0], "interrupted": m.interrupted, **measured_against(ctx),
+            "endpoint_gone": m.endpoint_gone, "server_metrics": m.server.scalars,
             "prompt_seed": ctx.prompt_seed("probe", index),
             "cached_prompt_tokens": (m.accounting or {}).get("cached_prompt_tokens")}
     if not m.interrupted and not (m.partial and kind is None):
@@ -346,7 +366,9 @@ def judge_probe(
                            "measured_s": meta.get("measured_s"), "vetoes": vetoes,
                            "measured_at": meta.get("measured_at"), "server": meta.get("server"),
                            "cached_prompt_tokens": meta.get("cached_prompt_tokens"),
-                           "limits": {} if verdict is None else dict(verdict.limits)})
+                           "limits": {} if verdict is None else dict(verdict.limits),
+                           "endpoint_gone": meta.get("endpoint_gone"),
+                           "server_metrics": meta.get("server_metrics") or {}})
 
 
 def best_run(runs: list[ProbeRun]) -> ProbeRun | None:
@@ -383,6 +405,9 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
         "min_probe_requests": min_requests(slo, settings),
         # Prompt tokens the server said it served from its prefix cache, over the probes that told.
         "cached_prompt_tokens": _sum_known(r.extra.get("cached_prompt_tokens") for r in runs),
+        "endpoint_gone": next((r.extra["endpoint_gone"] for r in runs if r.extra.get("endpoint_gone")), None),
+        "time_limit_reached": settings.out_of_time(),
+        "server_at_max": (best.extra.get("server_metrics") or {}) if best else {},
     }
     if settings.search == "concurrency":
         data["max_rate_rps"] = None  # a closed loop has no offered rate to hand on
@@ -408,7 +433,8 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
                     rate_key)
     scalars["converged"] = float(unconverged is None)
     return StageResult(name=ctx.stage_name, stage_dir=ctx.stage_dir, scalars=scalars, data=data,
-                       artifacts=paths, partial=any(r.interrupted for r in runs))
+                       artifacts=paths, partial=any(r.interrupted for r in runs) or bool(data["endpoint_gone"])
+                       or bool(data["time_limit_reached"]))
 
 
 def _sum_known(values: Any) -> int | None:

@@ -49,7 +49,7 @@ def test_a_misspelled_stage_parameter_lists_the_valid_ones() -> None:
     message = str(err.value)
     assert message.startswith("pipeline.stages.capacity_search.precison: not a parameter")
     assert "did you mean 'precision'?" in message
-    assert "valid parameters: configs, runner, labels, search, start_rate_rps" in message
+    assert "valid parameters: configs, runner, labels, grid, search, start_rate_rps" in message
 
 
 def test_a_misspelled_parameter_of_a_stage_with_explicit_keywords() -> None:

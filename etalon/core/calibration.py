@@ -1,0 +1,41 @@
+"""Fit the simulator's engine latency model to measurements (pure least squares).
+
+Prefill: TTFT of lone requests against prompt tokens P is ``a + b * P``; in the engine's model
+``b = per_prefill_token + per_context_token`` (a prefill step reads the prompt's own KV).
+Decode: the median gap between tokens of B concurrent decoding requests with summed context C is
+``step_overhead + per_decode_seq * B + per_context_token * C``; two prompt lengths per B
+separate the last two terms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fit_prefill_linear(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares ``ttft = a + b * P``: intercept (s) and slope (s per prompt token), both >= 0."""
+    tokens = np.array([p for p, _ in points], dtype=float)
+    ttft = np.array([t for _, t in points], dtype=float)
+    design = np.column_stack([np.ones_like(tokens), tokens])
+    (a, b), *_ = np.linalg.lstsq(design, ttft, rcond=None)
+    return max(float(a), 0.0), max(float(b), 0.0)
+
+
+def fit_decode(points: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """Least squares ``tbt = overhead + c_seq * B + c_ctx * context`` from (B, context, tbt), each >= 0."""
+    design = np.array([[1.0, b, ctx] for b, ctx, _ in points])
+    tbt = np.array([t for _, _, t in points])
+    coef, *_ = np.linalg.lstsq(design, tbt, rcond=None)
+    overhead, per_seq, per_ctx = (max(float(c), 0.0) for c in coef)
+    return overhead, per_seq, per_ctx
+
+
+def engine_latency(prefill: list[tuple[int, float]], decode: list[tuple[float, float, float]]) -> dict[str, float]:
+    """The sim's ``latency`` block from both profiles."""
+    _, slope_s = fit_prefill_linear(prefill)
+    overhead_s, per_seq_s, per_ctx_s = fit_decode(decode)
+    return {"step_overhead_s": overhead_s, "per_prefill_token_s": max(slope_s - per_ctx_s, 0.0),
+            "per_decode_seq_s": per_seq_s, "per_context_token_s": per_ctx_s}
+
+
+__all__ = ["engine_latency", "fit_decode", "fit_prefill_linear"]
