@@ -384,7 +384,21 @@ def format_server_line(server: dict[str, float], client: dict[str, float]) -> st
                      f"{server.get('client_inflight_mean', float('nan')):.3g})")
     if "server_kv_cache_usage_max" in server:
         parts.append(f"KV usage max {server['server_kv_cache_usage_max']:.1%}")
-    return "server (/metrics): " + "; ".join(parts)
+    return _wrapped("server (/metrics): ", parts)
+
+
+def _wrapped(head: str, parts: list[str], width: int = 100) -> str:
+    """``head`` + ``parts`` joined by "; ", broken into lines of at most ``width`` columns (the
+    terminal summary's width), continuation lines indented under the first part."""
+    lines, line = [], head
+    for i, part in enumerate(parts):
+        piece = part + (";" if i < len(parts) - 1 else "")
+        if line.strip() and len(line) + len(piece) + 1 > width and line != head:
+            lines.append(line.rstrip())
+            line = " " * len(head)
+        line += piece + " "
+    lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 def check_outputs(summary: Any, mode: str, out_dir: Path) -> None:
