@@ -47,6 +47,7 @@ def realised_step_slowdown(log_path, batch: int, modelled_step_s: float) -> floa
     return float(np.mean(durations_s)) / modelled_step_s
 
 
+@pytest.mark.heavy
 def test_parallel_searches_compare_configs_without_overlapping_probes(tmp_path, ray_cluster):
     from mlflow.tracking import MlflowClient
 

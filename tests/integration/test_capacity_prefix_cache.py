@@ -31,6 +31,7 @@ def searches(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, dict]:
     return {caching: _search(tmp, caching) for caching in (True, False)}
 
 
+@pytest.mark.heavy
 def test_caching_on_and_off_find_the_same_capacity(searches: dict[bool, dict]) -> None:
     on, off = searches[True]["max_rate_rps"], searches[False]["max_rate_rps"]
     print(f"\ncapacity with prefix caching on {on:.3g} rps, off {off:.3g} rps")
@@ -41,6 +42,7 @@ def test_caching_on_and_off_find_the_same_capacity(searches: dict[bool, dict]) -
     assert abs(on - off) / max(on, off) <= 2 * PARAMS["precision"]
 
 
+@pytest.mark.heavy
 def test_fresh_prompts_hit_no_cache(searches: dict[bool, dict]) -> None:
     on = searches[True]
     assert len(on["probes"]) >= 3

@@ -59,6 +59,7 @@ def _report(name: str, result: StageResult) -> None:
           + ", ".join(f"{p['load']:.3g}{'+' if p['passed'] else '-'}{'s' if p['early_stopped'] else ''}" for p in probes))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("slo_name", ["tbt_ttft", "ttft_tpot", "deadline"])
 def test_search_finds_analytic_capacity_under_each_slo(shared, slo_name):
     make, tmp = shared
@@ -120,6 +121,7 @@ def test_deadline_slo_without_profile_fails_before_probing(shared):
     assert "pipeline=characterize" in NO_PROFILE_MESSAGE
 
 
+@pytest.mark.heavy
 def test_concurrency_search_finds_the_engine_batch_limit(shared, tmp_path: Path) -> None:
     """Closed loop on tiny_engine (max_num_seqs 8, FixedLengths 64 -> 20): up to 8 users all run in
     the batch and get their first token within ~2 engine steps (< 40 ms); a 9th user waits for a

@@ -14,6 +14,7 @@ FAST_GRID = ("client=local", "pipeline.stages.capacity_compare.probe_duration_s=
              "pipeline.stages.capacity_compare.interpolate=false")
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_grid_of_two_presets_by_two_max_num_seqs_names_the_best_one_server_at_a_time(tmp_path: Path) -> None:
     run = run_cli(tmp_path, "+experiment=engine_grid_sim", *FAST_GRID, timeout_s=600)
@@ -41,6 +42,7 @@ def test_grid_of_two_presets_by_two_max_num_seqs_names_the_best_one_server_at_a_
     assert [r.data.tags.get("etalon.best_config") for r in tagged] == [best["config"]]
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_twin_calibrated_against_a_known_sim_has_the_same_capacity(tmp_path: Path) -> None:
     run = run_cli(tmp_path, "+experiment=calibrate_sim", "client=local", "tracking=none", timeout_s=600)

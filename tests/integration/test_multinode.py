@@ -133,6 +133,7 @@ SWEEP = (
 )
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_sweep_jobs_run_on_different_nodes(cluster, tmp_path: Path) -> None:
     nodes = _alive_nodes()
