@@ -45,7 +45,13 @@ def test_parquet_run_and_resummary_with_a_new_slo(tmp_path: Path, capsys: pytest
     assert "TbtTtftSlo" in out
     again = orjson.loads((stage / "resummary" / "summary.json").read_bytes())
     assert again["scalars"].pop("tbt_mean_s") == pytest.approx(original["scalars"].pop("tbt_mean_s"), rel=1e-12)
-    assert again == original and original["scalars"]["goodput_fraction"] == 1.0
+    # The stage adds sections the re-summary does not recompute (scraped server series, intervals,
+    # traffic): every section the re-summary writes equals the original's.
+    assert set(again) <= set(original)
+    kept_scalars = {k: v for k, v in original["scalars"].items() if k in again["scalars"]}
+    assert again["scalars"] == kept_scalars and set(kept_scalars) >= {"ttft_p99_s", "tbt_p99_s", "goodput_fraction"}
+    assert {k: v for k, v in again.items() if k != "scalars"} == {k: original[k] for k in again if k != "scalars"}
+    assert original["scalars"]["goodput_fraction"] == 1.0
 
     code, _, err = _summarize_here(capsys, str(run.run_dir), "slo.tbt_s=0.001", "--out", str(tmp_path / "strict"))
     assert code == 0, err
