@@ -98,3 +98,14 @@ def test_verdict_direction_follows_the_metric() -> None:
     faster = RunSample(**{**b.__dict__, "output_tokens": b.output_tokens * 2})
     rows = {r.key: r for r in compare_samples(a, faster, replicates=300)}
     assert rows["output_tokens_per_s"].verdict == BETTER
+
+
+def test_pooled_grids_without_a_standard_error_cover_the_whole_distribution(monkeypatch) -> None:
+    # A 2-request benchmark had no standard error of the pooled CDF (NaN) and failed with
+    # int(NaN) after its load ran; without one the grid window is the whole distribution.
+    from etalon.core import bootstrap
+
+    monkeypatch.setattr(bootstrap, "pooled_sigmas", lambda *args: [float("nan"), float("nan")])
+    gap_s = np.array([0.02, 0.03, 0.025], dtype=np.float64)
+    grids = bootstrap.pooled_grids(gap_s, np.array([0, 0, 1]), 2, [0.5, 0.99], [3.0, 3.0])
+    assert len(grids) == 2
