@@ -162,7 +162,7 @@ def check_components(cfg: EtalonConfig) -> None:
     """Build every swappable part once, so a bad value fails before a server starts."""
     from etalon.datasets.tokenizers import load_tokenizer
     from etalon.runner.endpoint import launches_simulator
-    from etalon.runner.resources import check_cache_dir_writable, check_run_fits_in_memory
+    from etalon.runner.resources import check_run_fits_in_memory
     from etalon.stages.benchmark import max_total_tokens
 
     load_tokenizer(cfg.model.tokenizer)
@@ -172,8 +172,7 @@ def check_components(cfg: EtalonConfig) -> None:
         sim_config_from_dict(cfg.sim)
     arrival = _build(cfg.workload.arrival, "workload.arrival")
     lengths = _build(cfg.workload.lengths, "workload.lengths")
-    check_run_fits_in_memory(cfg, arrival, lengths)
-    check_cache_dir_writable(cfg.cache_dir)
+    check_run_fits_in_memory(cfg, arrival, lengths)  # cache_dir: check_output_dirs, before this
     _build(cfg.slo, "slo")
     for stage in cfg.pipeline.steps():
         _build(stage.run, f"pipeline.stages.{stage.name}")

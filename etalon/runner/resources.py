@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +61,3 @@ def check_run_fits_in_memory(cfg: EtalonConfig, arrival: Any, lengths: Any) -> N
             f"for their prompts and records, more than {MEMORY_SHARE:.0%} of this machine's "
             f"{memory / 2**30:.1f} GiB; use fewer requests or a duration_s"
         )
-
-
-def check_cache_dir_writable(cache_dir: str) -> None:
-    """cache_dir must take a file now: finding out after the whole load ran loses the result."""
-    path = Path(cache_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".etalon-write-check-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cache_dir: {path} is not writable ({exc.strerror or exc})") from None

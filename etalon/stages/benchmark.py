@@ -393,7 +393,7 @@ def _wrapped(head: str, parts: list[str], width: int = 100) -> str:
     lines, line = [], head
     for i, part in enumerate(parts):
         piece = part + (";" if i < len(parts) - 1 else "")
-        if line.strip() and len(line) + len(piece) + 1 > width and line != head:
+        if line != head and len(line) + len(piece) + 1 > width:
             lines.append(line.rstrip())
             line = " " * len(head)
         line += piece + " "
