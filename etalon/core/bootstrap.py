@@ -164,8 +164,10 @@ def pooled_grids(gap_s: np.ndarray, gap_row: np.ndarray, n: int, qs: list[float]
     bucketing of the gaps by those bounds and one per-request count of each bucket."""
     total = int(gap_s.size)
     per_row = np.bincount(gap_row, minlength=n).astype(np.float32)
-    # Too few requests for a standard error (NaN): the window is the whole distribution.
-    sigmas = [s if math.isfinite(s) else math.inf for s in pooled_sigmas(gap_s, gap_row, n, qs)]
+    # Too few requests for a standard error (NaN): the window is the whole distribution. A zero
+    # standard error (every gap alike, or one request) counts as one gap's mass, so that each
+    # widening by the caller grows the window until it covers everything.
+    sigmas = [max(s, 1 / total) if math.isfinite(s) else math.inf for s in pooled_sigmas(gap_s, gap_row, n, qs)]
     spans = [(q - w * s - 2 / total, q + w * s + 2 / total) for q, w, s in zip(qs, widths, sigmas)]
     kth = sorted({_inverted_index(min(max(p, 0.0), 1.0), total) for span in spans for p in span})
     parted = np.partition(gap_s, kth)

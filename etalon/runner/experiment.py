@@ -33,6 +33,12 @@ def load_config(dcfg: DictConfig) -> EtalonConfig:
     return cfg
 
 
+def _log_traceback(message: str) -> None:
+    """The terminal gets one line; the run's log file keeps where it came from (a logger outside
+    ``etalon`` reaches only the file handler at this level)."""
+    logging.getLogger("etalon_traceback").info("error: %s", message, exc_info=True)
+
+
 def run_experiment(dcfg: DictConfig) -> float | None:
     """The Hydra task function's body. Returns the main metric, or None when the job failed."""
     from hydra.core.hydra_config import HydraConfig
@@ -49,6 +55,7 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     except USER_ERRORS as exc:
         message = redact_text(describe(exc), secrets)
         print(f"etalon: error: {message}", file=sys.stderr, flush=True)
+        _log_traceback(message)
         if multirun:
             (run_dir / "error.txt").write_text(message + "\n")  # the sweep's summary names it
             return None  # the sweep goes on; the job's MLflow run is marked FAILED

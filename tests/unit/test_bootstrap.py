@@ -109,3 +109,18 @@ def test_pooled_grids_without_a_standard_error_cover_the_whole_distribution(monk
     gap_s = np.array([0.02, 0.03, 0.025], dtype=np.float64)
     grids = bootstrap.pooled_grids(gap_s, np.array([0, 0, 1]), 2, [0.5, 0.99], [3.0, 3.0])
     assert len(grids) == 2
+
+
+def test_two_requests_with_identical_gaps_give_a_point_interval() -> None:
+    # Two requests whose gaps are alike have a zero standard error of the pooled CDF: the grid
+    # window used to widen by 4x per pass until 0 * inf made it NaN (int(NaN) after a 2-request run).
+    gaps = np.array([0.020, 0.021, 0.019, 0.020, 0.022])
+    sample = RunSample(ttft_s=np.array([0.05, 0.06]), e2e_s=np.array([0.15, 0.16]),
+                       fluidity_index=np.array([1.0, 1.0]), output_tokens=np.array([6, 6]),
+                       good=np.array([True, True]), gap_s=np.concatenate([gaps, gaps]),
+                       gap_row=np.repeat(np.arange(2), gaps.size), window_s=1.0)
+    cis = confidence_intervals(sample, replicates=200, seed=3)
+    lo, hi = cis["tbt_p99_s"]
+    assert lo == pytest.approx(0.022, rel=5e-3) and hi == pytest.approx(0.022, rel=5e-3)  # every resample has the same gaps
+    lo, hi = cis["tbt_p50_s"]
+    assert lo == pytest.approx(0.020, rel=5e-3) and hi == pytest.approx(0.020, rel=5e-3)
