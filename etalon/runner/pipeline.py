@@ -97,8 +97,7 @@ def _resume_file(
     cfg: EtalonConfig, stage: StageConfig, key: str, results: dict[str, StageResult], cache_dir: Path
 ) -> Path:
     """Where a finished stage leaves its result, keyed by everything that determines it."""
-    config = dataclasses.asdict(cfg)
-    config.pop("tracking", None)
+    config = _identity_config(cfg)
     identity = {
         "config": config,
         "stage": stage.name,
@@ -107,6 +106,18 @@ def _resume_file(
     }
     digest = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:16]
     return cache_dir / "stages" / f"{stage.name}-{digest}.json"
+
+
+def _identity_config(cfg: EtalonConfig) -> dict[str, Any]:
+    """The config as it determines results: without tracking and, for a server etalon launches
+    itself, without the port it listens on (a free one is picked each run; the engine is the same)."""
+    config = dataclasses.asdict(cfg)
+    config.pop("tracking", None)
+    server = config.get("server")
+    if cfg.launches_server and isinstance(server, dict) and server.get("port") is not None:
+        port = str(server.pop("port"))
+        server["command"] = ["<port>" if str(arg) == port else arg for arg in server.get("command") or []]
+    return config
 
 
 def save_result(result: StageResult, path: Path) -> None:
