@@ -142,7 +142,7 @@ def comparison_lines(data: dict[str, Any]) -> list[str]:
     rows = data.get("comparison", [])
     key = "max_rate_rps" if data.get("search", "rate") == "rate" else "max_concurrency"
     return [f"capacity [{r['config']}]: {_num(r.get(key))}" + (f"  ERROR {r['error']}" if r.get("error") else "")
-            for r in rows]
+            for r in rows] + list(data.get("ab") or [])
 
 
 def _stage_params(cfg: Any, name: str) -> dict[str, Any]:

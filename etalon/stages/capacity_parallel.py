@@ -159,6 +159,7 @@ def compare(ctx: StageContext, outcomes: list[SearchOutcome], search_kind: str) 
     json_path.write_bytes(orjson.dumps({"comparison": rows, "searches": searches},
                                        option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     png = plot_comparison(ctx.stage_dir / COMPARISON_PNG, rows, load_col)
+    ab_files, ab_lines, ab_scalars = _write_ab(ctx.stage_dir, outcomes, load_col)
     if best is not None:
         ctx.tracker.set_tags({"etalon.best_config": best["config"], "etalon.best_overrides": best["overrides"]})
         print(f"etalon: best configuration: {best['config']} ({load_col} = {best[load_col]:.4g})", flush=True)
@@ -171,10 +172,36 @@ def compare(ctx: StageContext, outcomes: list[SearchOutcome], search_kind: str) 
             scalars[f"config{i}_{load_col}"] = float(r[load_col])
     if best is not None:
         scalars[f"best_{load_col}"] = float(best[load_col])
+    scalars.update(ab_scalars)
     return StageResult(name=ctx.stage_name, stage_dir=ctx.stage_dir, scalars=scalars,
-                       data={"comparison": rows, "search": search_kind, "best": best["config"] if best else None},
-                       artifacts=[csv_path, json_path, png],
+                       data={"comparison": rows, "search": search_kind, "best": best["config"] if best else None,
+                             "ab": ab_lines},
+                       artifacts=[csv_path, json_path, png, *ab_files],
                        partial=any(o.error for o in outcomes))
+
+
+def _write_ab(stage_dir: Path, outcomes: list[SearchOutcome], load_col: str
+              ) -> tuple[list[Path], list[str], dict[str, float]]:
+    """Every config against the first (capacity and metrics at capacity): capacity_ab.{txt,json,png},
+    the tables printed, one verdict line per config, relative deltas as scalars."""
+    from etalon.report.comparison_page import format_table, plot_deltas
+    from etalon.stages.capacity_ab import capacity_ab, verdict_line
+
+    ab = capacity_ab([o.label for o in outcomes], [o.data for o in outcomes], load_col)
+    if not ab:
+        return [], [], {}
+    text = "\n\n".join(format_table(t, d) for t, d in ab.items())
+    text += (f"\n\n{load_col}: the interval spans both brackets (highest pass .. lowest fail, or the re-probed "
+             "interval); the other rows: each config's probe at its own capacity, 99% simultaneous bootstrap intervals")
+    txt, js = stage_dir / "capacity_ab.txt", stage_dir / "capacity_ab.json"
+    txt.write_text(text + "\n")
+    js.write_bytes(orjson.dumps({t: [d.as_dict() for d in ds] for t, ds in ab.items()},
+                                option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    print("etalon: A/B against the first config\n" + text, flush=True)
+    scalars = {f"ab_config{i}_{d.key}_rel": d.relative for i, ds in enumerate(ab.values(), start=1) for d in ds
+               if d.relative == d.relative}
+    return [txt, js, plot_deltas(stage_dir / "capacity_ab.png", ab)], [verdict_line(t, d) for t, d in ab.items()], \
+        scalars
 
 
 def plot_comparison(path: Path, rows: list[dict[str, Any]], load_col: str) -> Path:

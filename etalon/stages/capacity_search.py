@@ -412,6 +412,7 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
     if settings.search == "concurrency":
         data["max_rate_rps"] = None  # a closed loop has no offered rate to hand on
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
+    data["at_capacity_sample"] = save_capacity_sample(ctx.stage_dir / AT_CAPACITY_SAMPLE, best, slo)
     paths = [ctx.stage_dir / "capacity.json", ctx.stage_dir / "probes.csv"]
     paths[0].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     write_probes_csv(paths[1], runs, settings.search)
@@ -440,6 +441,22 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
 def _sum_known(values: Any) -> int | None:
     known = [int(v) for v in values if v is not None]
     return sum(known) if known else None
+
+
+AT_CAPACITY_SAMPLE = "at_capacity_sample.npz"
+
+
+def save_capacity_sample(path: Path, best: ProbeRun | None, slo: Any) -> str | None:
+    """The per-request sample of the probe the capacity rests on (judged by this search's SLO), for
+    A/B comparisons at capacity (``capacity_compare``); None without a passing probe."""
+    from etalon.core.bootstrap import save_sample
+    from etalon.stages.analysis import run_sample
+
+    if best is None or not best.records_path.exists():
+        return None
+    table = load_table(best.records_path)
+    save_sample(path, run_sample(table, slo, float(best.scalars.get("measurement_window_s", 0.0))))
+    return str(path)
 
 
 def probe_row(r: ProbeRun) -> dict[str, Any]:

@@ -85,6 +85,14 @@ def test_parallel_searches_compare_configs_without_overlapping_probes(tmp_path, 
         assert float(row["output_tokens_per_s"]) > 0.8 * float(row["max_rate_rps"]) * 20
         assert int(row["new_probes"]) == int(row["probes"]) >= 3
     assert (result.stage_dir / "capacity_comparison.png").stat().st_size > 10_000
+    # The stage ends with the A/B against the first config: 16 seqs carry detectably more (the
+    # brackets are disjoint when both are within 10% of 31.06 and 36.76 rps at 5% precision).
+    ab = __import__("orjson").loads((result.stage_dir / "capacity_ab.json").read_bytes())
+    cap = ab["B=batch16 vs A=batch8"][0]
+    assert cap["key"] == "max_rate_rps" and cap["a"] == float(rows[0]["max_rate_rps"])
+    assert cap["verdict"] == "better" and cap["low"] > 0
+    assert {d["key"] for d in ab["B=batch16 vs A=batch8"][1:]} >= {"ttft_p50_s", "tbt_p99_s", "output_tokens_per_s"}
+    assert result.data["ab"][0].startswith("capacity B=batch16 vs A=batch8: +")
 
     # Every simulator on this host is one endpoint key: no two probes may have overlapped in time.
     searches = result.data["comparison"]
