@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ from etalon.loadgen.headroom import headroom_warning
 from etalon.loadgen.driver import KEEPALIVE_S
 from etalon.loadgen.interrupts import interrupt_flag
 from etalon.loadgen.loss import ActorLossBook
+from etalon.loadgen.ray_init import RayStartError
 from etalon.loadgen.plan import ActorPlan, build_requests, gc_paused, split_plans, split_session_plans
 from etalon.records.files import PARQUET_NAME, RECORD_FORMATS, ParquetSink
 from etalon.loadgen.sink import RecordsFile
@@ -143,6 +145,15 @@ class _LocalBackend:
         self.stop()
 
 
+def _actor_death_cause(exc: BaseException) -> str:
+    """The line of a Ray actor error that says why it died (the error its creation raised, when
+    there is one; Ray's message wraps it in a remote traceback)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b:?", line)
+              and not line.startswith(("ray.exceptions", "ActorDiedError", "RayActorError"))]
+    return (raised[-1] if raised else lines[0] if lines else type(exc).__name__)[:300]
+
+
 class _RayBackend:
     """One Ray actor process per LoadActor, placed by ``client.placement`` (SPREAD: across nodes).
 
@@ -160,7 +171,13 @@ class _RayBackend:
         )
         # Ray's handles are typed loosely: treat them as Any rather than as LoadActor.
         self._actors: list[Any] = [remote.remote(i, endpoint, settings.use_uvloop) for i in range(count)]
-        infos = ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
+        try:
+            infos = ray.get([a.info.remote() for a in self._actors])  # wait until every process is up
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            for actor in self._actors:
+                ray.kill(actor)
+            raise RayStartError(f"a load actor died while starting, before any request was sent: "
+                                f"{_actor_death_cause(exc)} (Ray's logs: /tmp/ray/session_latest/logs)") from None
         self._node_ids: list[str | None] = [info.get("node_id") for info in infos]
         self.losses = ActorLossBook()
         self._dead: set[int] = set()

@@ -57,3 +57,25 @@ def test_one_dead_actor_loses_only_its_inflight_requests(server: PacedServer, tm
     assert len(ids) == len(set(ids)) and len(by_actor[dead]) < 100  # its tail was never sent
     assert result.partial and f"load actor {dead} died" in (result.stop_reason or "")
     assert len(read_jsonl(tmp_path / "r.jsonl")) == len(ids)
+
+
+def test_an_actor_that_dies_while_starting_is_one_line_and_no_request(server: PacedServer, tmp_path: Path) -> None:
+    # An actor whose creation fails (here its client class does not import in the actor process,
+    # as with another etalon version on a remote node) used to end the run in Ray's traceback.
+    import dataclasses
+
+    from etalon.loadgen.ray_init import RayStartError
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    spec = dataclasses.replace(server.spec(0.0, 0.01), client_target="etalon.clients.not_a_module.Client")
+    try:
+        with pytest.raises(RayStartError) as info:
+            run(schedule(10, gap_ms=10, out=3), spec, tmp_path / "r.jsonl",
+                settings={"backend": "ray", "num_actors": 2, "start_delay_s": 0.2})
+    finally:
+        ray.shutdown()
+    message = str(info.value)
+    assert "\n" not in message and "before any request was sent" in message
+    assert "ValueError: endpoint client_target 'etalon.clients.not_a_module.Client' is not an importable class" in message
+    assert server.served == 0 and server.max_inflight == 0
