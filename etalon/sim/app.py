@@ -37,6 +37,8 @@ class EmissionLog:
             "finish_reason": stream.spec.finish_reason,
             "cached_tokens": stream.spec.cached_tokens, "arrival_ns": stream.spec.arrival_ns,
         }
+        if stream.step_ns is not None:  # engine schedulers: each chunk's modelled step duration
+            entry["step_ns"] = stream.step_ns
         if stream.mode is not None:  # else one token per chunk, no reasoning, usage truthful
             entry["chunk_tokens"] = stream.mode.chunk_tokens
             entry["reasoning_tokens"] = stream.mode.reasoning
@@ -205,6 +207,8 @@ class SimServer:
             "choices": [choice], "usage": usage(spec, spec.reported_tokens)}, dumps=lambda v: orjson.dumps(v).decode())
 
     async def _run(self, stream: TokenStream, arrival_ns: int, prompt_ids: list[int]) -> None:
+        if self.emission_log is not None and isinstance(self.scheduler, EngineScheduler):
+            stream.step_ns = []
         self.scheduler.submit(stream, arrival_ns, prompt_ids)
         self._inflight.add(stream)
         try:

@@ -182,18 +182,20 @@ class EngineScheduler:
                 continue
             deadline_ns = step_start_ns + int(step_time_s(plan, self.latency) * 1e9)
             await self.sleeper.until(deadline_ns)
-            self._emit(self.core.commit(plan))
+            self._emit(self.core.commit(plan), deadline_ns - step_start_ns)
             self.steps += 1
             step_start_ns = deadline_ns
             if deadline_ns <= now_ns + EARLY_NS:
                 await asyncio.sleep(0)  # zero-time steps still let the loop do I/O
 
-    def _emit(self, events: list[TokenEvent]) -> None:
+    def _emit(self, events: list[TokenEvent], step_ns: int) -> None:
         streams = self.streams
         for event in events:
             stream = streams.get(event.seq_id)
             if stream is None:
                 continue
+            if stream.step_ns is not None:
+                stream.step_ns.append(step_ns)
             if event.token_index == 1 and self.core.pool.caching:
                 stream.spec.cached_tokens = event.cached_tokens
             alive = stream.emit(time.monotonic_ns())

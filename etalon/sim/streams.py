@@ -53,7 +53,7 @@ class TokenStream:
     calls ``emit`` when the next chunk is due."""
 
     __slots__ = ("spec", "table", "transport", "chunked", "faults", "emitted", "token_ns", "mode",
-                 "done", "alive", "seq_id", "_prefix", "_suffix", "_backlog", "_on_fault", "_offset")
+                 "done", "alive", "seq_id", "step_ns", "_prefix", "_suffix", "_backlog", "_on_fault", "_offset")
 
     def __init__(self, spec: StreamSpec, table: TokenTable, transport: Any, chunked: bool,
                  faults: StreamFaults, on_fault: Callable[[str], None], offset: int,
@@ -69,6 +69,9 @@ class TokenStream:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.alive = True
         self.seq_id = -1  # set by the engine scheduler
+        # The modelled duration of the engine step that emitted each chunk (kept for the emission
+        # log only): what the cost model planned, beside token_ns, when the machine delivered it.
+        self.step_ns: list[int] | None = None
         self._on_fault = on_fault
         self._offset = offset
         self._backlog: list[bytes] | None = None

@@ -12,6 +12,7 @@ import pytest
 
 from etalon.runner.server import EmbeddedSimServer
 from etalon.sim.config import load_sim_config
+from etalon.sim.schedulers import EARLY_NS, MAX_STEP_LAG_NS
 from tests.integration.conftest_sim import metrics, percentile, sim_config, stream_request
 
 # The engine tests below resend one prompt and measure the uncached cost model: caching off.
@@ -35,28 +36,42 @@ async def _open_loop(base_url: str, rate_rps: float, duration_s: float, body: di
         return list(await asyncio.gather(*tasks))
 
 
-def test_independent_hits_ttft_and_tbt_at_256_streams() -> None:
+def test_independent_hits_ttft_and_tbt_at_256_streams(tmp_path) -> None:
     latency = {"ttft_base_s": 0.05, "ttft_per_prompt_token_s": 2e-5, "tbt_s": 0.02}
-    with EmbeddedSimServer(sim_config(latency=latency)) as server:
+    log_path = tmp_path / "emissions.jsonl"
+    with EmbeddedSimServer(sim_config(latency=latency, emission_log_path=str(log_path))) as server:
         async def go() -> list:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
                 warm = {"prompt": "x", "max_tokens": 1, "ignore_eos": True}
-                await asyncio.gather(*(stream_request(session, server.base_url, warm)
-                                       for _ in range(256)))  # open 256 pooled connections
+                await asyncio.gather(*(stream_request(session, server.base_url, warm, headers={"X-Request-Id": f"w{i}"})
+                                       for i in range(256)))  # open 256 pooled connections
                 body = {"prompt": _prompt(100), "max_tokens": 50, "ignore_eos": True}
                 tasks = []
-                for _ in range(256):  # ramp over 0.5 s so the client never bursts; all 256 overlap
-                    tasks.append(asyncio.create_task(stream_request(session, server.base_url, body)))
+                for i in range(256):  # ramp over 0.5 s so the client never bursts; all 256 overlap
+                    tasks.append(asyncio.create_task(
+                        stream_request(session, server.base_url, body, headers={"X-Request-Id": f"r{i}"})))
                     await asyncio.sleep(0.002)
                 return await asyncio.gather(*tasks)
         results = asyncio.run(go())
     assert all(len(r.texts) == 50 for r in results)
-    ttft_s = [r.ttft_s for r in results]
-    tbt_s = [gap for r in results for gap in r.tbt_s]
-    # TTFT counts from the client's send, so it carries the client's own send and loopback time
-    assert statistics.median(ttft_s) == pytest.approx(0.052, rel=0.05)
-    assert statistics.mean(tbt_s) == pytest.approx(0.02, abs=0.0005)
-    assert percentile(tbt_s, 50) == pytest.approx(0.02, abs=0.0005)
+    entries = {e["request_id"]: e for e in map(orjson.loads, log_path.read_bytes().splitlines())}
+    # Judged on the simulator's own emission log, not on client times in a band around the model
+    # (a loaded host delays single emissions; that failed repeatably on a busy machine).
+    late_ms, gaps_s = [], []
+    for i, r in enumerate(results):
+        e = entries[f"r{i}"]
+        tokens_ns = e["token_ns"]
+        assert len(tokens_ns) == len(r.chunk_ns) == 50
+        assert all(seen >= sent for seen, sent in zip(r.chunk_ns, tokens_ns))  # causality
+        due_ns = e["arrival_ns"] + round(1e9 * (0.05 + 2e-5 * e["prompt_tokens"]))
+        assert tokens_ns[0] >= due_ns - EARLY_NS  # never early
+        late_ms.append((tokens_ns[0] - due_ns) / 1e6)
+        gaps_s += [(b - a) / 1e9 for a, b in zip(tokens_ns, tokens_ns[1:])]
+    # Tokens are due on an absolute timeline (first + k x TBT): a late emission does not move the
+    # next one, so the typical gap is the model's whatever the load.
+    assert statistics.median(gaps_s) == pytest.approx(0.02, abs=0.0005)
+    assert statistics.mean(gaps_s) == pytest.approx(0.02, abs=0.0005)
+    assert statistics.median(late_ms) < 20, sorted(late_ms)[-5:]
 
 
 def test_engine_ttft_and_tbt_match_model_below_capacity(tmp_path) -> None:
@@ -70,22 +85,26 @@ def test_engine_ttft_and_tbt_match_model_below_capacity(tmp_path) -> None:
                 return [await stream_request(session, server.base_url, body, headers={"X-Request-Id": f"r{i}"})
                         for i in range(5)]
         results = asyncio.run(go())
-    emitted = {e["request_id"]: e["token_ns"] for e in map(orjson.loads, log_path.read_bytes().splitlines())}
+    entries = {e["request_id"]: e for e in map(orjson.loads, log_path.read_bytes().splitlines())}
     # prefill step: 5 ms + 200 * 0.1 ms + 200 context tokens * 1 us
     expected_ttft_s = 0.005 + 0.020 + 0.0002
     # decode step k (k = 1..19) attends to 200 + k tokens: 5 ms + 1 ms + (200 + k) us
-    expected_tbt_s = statistics.mean(0.006 + (200 + k) * 1e-6 for k in range(1, 20))
-    # The truth is the simulator's emission log, not a band around the configured model: steps sleep
-    # to absolute deadlines, so a loaded machine delays single emissions without moving the next.
+    expected_steps_ns = [round(1e9 * expected_ttft_s)] + [round(1e9 * (0.006 + (200 + k) * 1e-6)) for k in range(1, 20)]
+    # The truth is the simulator's own log: the cost model is what each step planned (exact), and
+    # a loaded machine only delivers late, never early; a band around the configured model on the
+    # delivered times failed on a busy host.
     ttft_s = []
     for i, r in enumerate(results):
-        tokens_ns = emitted[f"r{i}"]
-        assert len(tokens_ns) == len(r.chunk_ns) == 20
+        entry = entries[f"r{i}"]
+        tokens_ns = entry["token_ns"]
+        assert len(tokens_ns) == len(r.chunk_ns) == len(entry["step_ns"]) == 20
+        assert [abs(a - b) <= 1 for a, b in zip(entry["step_ns"], expected_steps_ns)] == [True] * 20, entry["step_ns"]
         assert all(seen >= sent for seen, sent in zip(r.chunk_ns, tokens_ns))  # causality
         ttft_s.append((tokens_ns[0] - r.sent_ns) / 1e9)
         assert ttft_s[-1] >= expected_ttft_s - 0.0005  # the engine never emits early
         gaps_s = [(b - a) / 1e9 for a, b in zip(tokens_ns, tokens_ns[1:])]
-        assert statistics.median(gaps_s) == pytest.approx(expected_tbt_s, rel=0.05)
+        # nor decodes faster than its model: a late step is caught up by at most MAX_STEP_LAG_NS
+        assert sum(gaps_s) >= (sum(expected_steps_ns[1:]) - MAX_STEP_LAG_NS - EARLY_NS) / 1e9
     assert statistics.median(ttft_s) < 2 * expected_ttft_s
 
 
