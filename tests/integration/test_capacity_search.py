@@ -36,7 +36,8 @@ def shared(tmp_path_factory):
         yield make, tmp
 
 
-def _search(make, run_dir: Path, slo: dict | None = None, predictor: dict | None = None) -> StageResult:
+def _search(make, run_dir: Path, slo: dict | None = None, predictor: dict | None = None,
+            **params: object) -> StageResult:
     from omegaconf import OmegaConf
 
     from etalon.stages import capacity_search
@@ -47,7 +48,7 @@ def _search(make, run_dir: Path, slo: dict | None = None, predictor: dict | None
     if predictor is not None:
         ctx.results["prefill_profile"] = StageResult("prefill_profile", run_dir, data={"predictor": predictor})
     sim = OmegaConf.to_container(OmegaConf.create(ctx.cfg.sim), resolve=True)
-    result = capacity_search.run(ctx, **PARAMS)
+    result = capacity_search.run(ctx, **{**PARAMS, **params})
     result.data["true_capacity_rps"] = tiny_engine_capacity_rps(sim, 64, 20)
     return result
 
@@ -95,8 +96,11 @@ def test_search_finds_analytic_capacity_under_each_slo(shared, slo_name):
 def test_second_run_performs_zero_new_probes(shared):
     make, tmp = shared
     slo = {"_target_": "etalon.core.slo.TbtTtftSlo", "ttft_s": 1.0, "tbt_s": 0.1, "quantile": 0.99}
-    first = _search(make, tmp / "rerun_a", slo)
-    again = _search(make, tmp / "rerun_b", slo)
+    # A coarse search (30% precision, short probes): reuse does not depend on how fine it is.
+    coarse = dict(start_rate_rps=20.0, precision=0.3, probe_duration_s=1.5, probe_requests=120)
+    first = _search(make, tmp / "rerun_a", slo, **coarse)
+    assert first.data["max_rate_rps"] is not None and first.data["new_probes"] == len(first.data["probes"]) >= 3
+    again = _search(make, tmp / "rerun_b", slo, **coarse)
     _report("rerun", again)
     assert again.data["new_probes"] == 0
     assert all(p["cached"] for p in again.data["probes"])
@@ -104,7 +108,7 @@ def test_second_run_performs_zero_new_probes(shared):
     assert [p["load"] for p in again.data["probes"]] == [p["load"] for p in first.data["probes"]]
     # A stricter TTFT only re-judges stored records: the search narrows lower, reusing what it can.
     strict = dict(slo, ttft_s=0.2)
-    tighter = _search(make, tmp / "rerun_c", strict)
+    tighter = _search(make, tmp / "rerun_c", strict, **coarse)
     _report("strict", tighter)
     assert tighter.data["max_rate_rps"] <= first.data["max_rate_rps"]
     assert tighter.data["new_probes"] < len(tighter.data["probes"])
