@@ -75,6 +75,31 @@ def _quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+# How long another thread of this process may hold the GIL before the load loop gets it back when
+# its timer fires (Python's default is 5 ms: a driver thread writing records, or a Ray method
+# thread converting a drain, delayed due sends and chunk reads by up to that much).
+LOAD_SWITCH_INTERVAL_S = 0.0005
+_switch_lock = threading.Lock()
+_switch_users = [0, 0.0]  # loops running in this process, the interval before the first
+
+
+@contextlib.contextmanager
+def _prompt_gil_handoff() -> Iterator[None]:
+    """A short GIL switch interval while any load loop of this process runs (restored after)."""
+    with _switch_lock:
+        if _switch_users[0] == 0:
+            _switch_users[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_users[1], LOAD_SWITCH_INTERVAL_S))
+        _switch_users[0] += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users[0] -= 1
+            if _switch_users[0] == 0:
+                sys.setswitchinterval(_switch_users[1])
+
+
 async def _first_of(go: asyncio.Event, stop: asyncio.Event) -> bool:
     """Wait until ``go`` or ``stop`` is set; True if ``go`` came first (or both are set)."""
     waits = {asyncio.ensure_future(go.wait()), asyncio.ensure_future(stop.wait())}
@@ -150,7 +175,7 @@ class LoadActor:
             self._stop_event = asyncio.Event()
             self._go = asyncio.Event()
             self._loop_ready.set()
-            with _quiet_gc():
+            with _quiet_gc(), _prompt_gil_handoff():
                 loop.run_until_complete(self._lifecycle(plan, warm_count))
         except BaseException as exc:  # noqa: BLE001 - reported through status(), never lost
             self._error = f"{type(exc).__name__}: {exc}"
