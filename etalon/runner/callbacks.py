@@ -41,7 +41,10 @@ class MLflowSweepCallback(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEEP_KEYS_FILE).write_text("\n".join(sweep_keys(list(config.hydra.overrides.task))) + "\n")
+        # Swept on the command line, or by a sweep preset (`+sweep=rates` fills hydra.sweeper.params).
+        params = config.hydra.sweeper.get("params") or {}
+        keys = sweep_keys([*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())])
+        (sweep_dir / SWEEP_KEYS_FILE).write_text("\n".join(dict.fromkeys(keys)) + "\n")
         tracking = _tracking(config)
         if tracking is None:
             return

@@ -26,25 +26,28 @@ def _runs(uri: str):
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-def test_ray_launcher_sweep_gives_one_parent_and_three_children(tmp_path: Path) -> None:
-    run = run_cli(
-        tmp_path,
-        *SWEEP,
-        "hydra/launcher=ray_local",
-        "hydra.launcher.ray.init.num_cpus=2",
-        "workload.arrival.rate_rps=4,8,16",
-        multirun=True,
-        timeout_s=400,
-    )
+@pytest.fixture(scope="module")
+def rates_sweep(tmp_path_factory: pytest.TempPathFactory):
+    """The reusable `+sweep=rates` (2, 4, 8, 16 rps) on the Ray launcher, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("rates_sweep")
+    run = run_cli(tmp, *SWEEP, "+sweep=rates", "client=local", "workload.num_requests=8", "hydra/launcher=ray_local",
+                  "hydra.launcher.ray.init.num_cpus=2",
+                  multirun=True, timeout_s=400)
     assert run.returncode == 0, run.stderr[-4000:]
+    return run, tmp
+
+
+def test_ray_launcher_sweep_gives_one_parent_and_a_child_per_job(rates_sweep) -> None:
+    run, tmp_path = rates_sweep
     client, runs = _runs(run.mlflow_uri)
     parents = [r for r in runs if r.data.tags.get("etalon.sweep") == "true"]
     assert len(parents) == 1
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 3
+    assert len(children) == 4
     rates = sorted(float(c.data.params["workload.arrival.rate_rps"]) for c in children)
-    assert rates == [4.0, 8.0, 16.0]
+    assert rates == [2.0, 4.0, 8.0, 16.0]  # the values conf/sweep/rates.yaml declares
+    assert sorted(c.data.tags["hydra.job.num"] for c in children) == ["0", "1", "2", "3"]
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.metrics["ttft_p50_s"] > 0.05
@@ -57,7 +60,29 @@ def test_ray_launcher_sweep_gives_one_parent_and_three_children(tmp_path: Path) 
     assert {"comparison/sweep_comparison.csv", "comparison/sweep_comparison.png"} <= comparison
     table = Path(client.download_artifacts(parent.info.run_id, "comparison/sweep_comparison.csv", str(tmp_path)))
     lines = table.read_text().splitlines()
-    assert "workload.arrival.rate_rps" in lines[0] and len(lines) == 4
+    assert "workload.arrival.rate_rps" in lines[0] and len(lines) == 5
+
+
+def test_sweep_ends_with_its_table_report_and_named_runs(rates_sweep) -> None:
+    import re
+
+    from mlflow.tracking import MlflowClient
+
+    run, tmp_path = rates_sweep
+    sweep = tmp_path / "sweep"
+    tail = run.stdout[run.stdout.rindex("etalon sweep"):]
+    assert re.search(r"^\s+0\s+2\s", tail, re.M) and re.search(r"^\s+3\s+16\s", tail, re.M)
+    assert (sweep / "sweep_report.html").exists() and (sweep / "comparison" / "sweep_latency_throughput.png").exists()
+    client = MlflowClient(tracking_uri=run.mlflow_uri)
+    experiment = client.get_experiment_by_name("etalon")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    names = sorted(r.info.run_name for r in runs if r.data.tags.get("etalon.stage") == "pipeline")
+    assert names == [f"quickstart rate_rps={r}" for r in (16, 2, 4, 8)]  # sorted as text
+    parent = next(r for r in runs if r.data.tags.get("etalon.sweep") == "true")
+    assert "ab_job1_ttft_p50_s" in parent.data.params and "ab_job3_tbt_p50_s_rel" in parent.data.metrics
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert "comparison/sweep_report.html" in logged
 
 
 def test_failed_job_is_marked_and_the_sweep_goes_on(tmp_path: Path) -> None:
@@ -171,16 +196,3 @@ def test_runs_logged_over_http_read_back_through_rest(mlflow_server: str, monkey
         children = orjson.loads(r.read())["runs"]
     assert len(children) == 1
     assert {m["key"]: m["value"] for m in children[0]["data"]["metrics"]} == {"tbt_p50_s": 0.02}
-
-
-def test_reusable_sweep_from_the_sweep_group_runs_every_job(tmp_path: Path) -> None:
-    run = run_cli(
-        tmp_path, "+experiment=quickstart", "+sweep=rates", "client=local", "workload.num_requests=6",
-        "workload.warmup_requests=0", multirun=True,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    _, runs = _runs(run.mlflow_uri)
-    parent = next(r for r in runs if r.data.tags.get("etalon.sweep") == "true")
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(float(c.data.params["workload.arrival.rate_rps"]) for c in children) == [2.0, 4.0, 8.0, 16.0]
-    assert sorted(c.data.tags["hydra.job.num"] for c in children) == ["0", "1", "2", "3"]
