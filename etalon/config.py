@@ -343,13 +343,15 @@ class EtalonConfig:
     fail_on_slo: bool = False
     confidence_level: float = 0.95
     bootstrap_replicates: int = 1000
+    # Figures of each benchmark (latency CDFs and tails, token timelines, time series, server
+    # timeline) as PNG files and in the report; false skips them (faster sweeps and CI gates; the
+    # capacity, prefill and sweep figures are always drawn).
+    plots: bool = True
 
     def __post_init__(self) -> None:
         _require(0 < self.confidence_level < 1, "confidence_level", f"must be within (0, 1), got {self.confidence_level}")
         _require(self.bootstrap_replicates >= 0, "bootstrap_replicates",
                  f"must be >= 0 (0 turns intervals off), got {self.bootstrap_replicates}")
-
-    def __post_init__(self) -> None:
         safe_name(self.experiment_name)
         _require(
             self.endpoint.base_url is not None or self.endpoint.server is not None or self.server is not None,

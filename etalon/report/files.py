@@ -6,11 +6,13 @@ from pathlib import Path
 
 from etalon.core.records import RecordTable
 from etalon.core.summary import RunSummary
-from etalon.report import plots, tables
+from etalon.report import plots as figures
+from etalon.report import tables
 
 
-def write_report(run_dir: Path, table: RecordTable | None, summary: RunSummary) -> list[Path]:
-    """Write CSV tables and PNG plots under ``run_dir``; returns the written paths.
+def write_report(run_dir: Path, table: RecordTable | None, summary: RunSummary, plots: bool = True) -> list[Path]:
+    """Write CSV tables and PNG plots (unless ``plots`` is false) under ``run_dir``; returns the
+    written paths.
 
     ``summary`` must come from ``summarize(table, ...)`` (it carries the per-request metrics of the
     table's non-warm-up rows, in order). ``table=None`` (a summary computed from a records file in
@@ -25,7 +27,7 @@ def write_report(run_dir: Path, table: RecordTable | None, summary: RunSummary) 
         ]
         if summary.requests is not None:
             written.append(tables.write_request_table(run_dir / "metrics_requests.csv", summary.requests))
-        return written + plots.write_summary_plots(run_dir, summary)
+        return written + (figures.write_summary_plots(run_dir, summary) if plots else [])
     measured = table.select(~table.warmup) if table.warmup.any() else table
     written = [
         tables.write_percentile_table(run_dir / "metrics_percentiles.csv", summary),
@@ -33,5 +35,6 @@ def write_report(run_dir: Path, table: RecordTable | None, summary: RunSummary) 
     ]
     if summary.requests is not None:
         written.append(tables.write_request_table(run_dir / "metrics_requests.csv", summary.requests))
-        written += plots.write_plots(run_dir, measured, summary)
+        if plots:
+            written += figures.write_plots(run_dir, measured, summary)
     return written

@@ -84,6 +84,15 @@ class MLflowTracker:
         for i in range(0, len(items), METRIC_BATCH):
             self._call("log_metrics", partial(self._client.log_batch, self._run_id, metrics=items[i : i + METRIC_BATCH]))
 
+    def log_metric_steps(self, steps: list[dict[str, float]]) -> None:
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        items = [Metric(k[:250], float(v), now_ms, i) for i, metrics in enumerate(steps)
+                 for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), METRIC_BATCH):
+            self._call("log_metrics", partial(self._client.log_batch, self._run_id, metrics=items[i : i + METRIC_BATCH]))
+
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 

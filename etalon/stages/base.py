@@ -34,6 +34,10 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
 
+    def log_metric_steps(self, steps: list[dict[str, float]]) -> None:
+        """``steps[i]`` logged at step i (a time series), in as few calls as the store allows."""
+        ...
+
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None: ...
@@ -57,6 +61,9 @@ class NullTracker:
         return None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        return None
+
+    def log_metric_steps(self, steps: list[dict[str, float]]) -> None:
         return None
 
     def set_tags(self, tags: dict[str, str]) -> None:

@@ -81,12 +81,13 @@ def run(ctx: StageContext, *, rate_from: str | None = None, rate_rps: float | No
     steady = steady_rates(m.table) if m.table is not None else {}
     _add_intervals(ctx, m, slo, steady, repeat_block)
     artifacts = [m.records_path, ctx.stage_dir / SUMMARY_FILE]
-    artifacts += write_report(ctx.stage_dir, m.table, m.summary)
-    artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
-    from etalon.report.timeseries import TIMESERIES_FILE, plot_timeseries
+    artifacts += write_report(ctx.stage_dir, m.table, m.summary, plots=ctx.cfg.plots)
+    if ctx.cfg.plots:
+        from etalon.report.timeseries import TIMESERIES_FILE, plot_timeseries
 
-    if m.table is not None:
-        artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
+        artifacts += write_traffic_plots(ctx.stage_dir, m.load.records, m.traffic)
+        if m.table is not None:
+            artifacts.append(plot_timeseries(ctx.stage_dir / TIMESERIES_FILE, m.table))
     artifacts += m.server.artifacts
     text = format_summary(m.summary, header=summary_header(ctx, arrival))
     if m.traffic:
@@ -281,7 +282,7 @@ def measure(
     # Server metrics beside the client's (the client's in-flight series needs the records in memory).
     server = summarize_server(scrapes, table if table is not None else RecordTable.from_records([]),
                               load.wall_start_ns, summary.scalars(), out_dir,
-                              tracker if tracker is not None else ctx.tracker)
+                              tracker if tracker is not None else ctx.tracker, plots=ctx.cfg.plots)
     summary_dict = summary.to_dict()
     if load.stop_reason:
         summary_dict["stop_reason"] = load.stop_reason

@@ -58,7 +58,7 @@ def start_scraper(ctx: StageContext) -> Any:
 
 
 def summarize_server(scrapes: list[Scrape], table: RecordTable, wall_start_ns: int, client: dict[str, float],
-                     out_dir: Path, tracker: Any) -> ServerMetrics:
+                     out_dir: Path, tracker: Any, plots: bool = True) -> ServerMetrics:
     """Series, window quantiles and time averages; ``server_metrics.parquet``, the series CSV,
     the timeline plot and MLflow step metrics. Nothing when fewer than two scrapes succeeded."""
     if len(scrapes) < 2:
@@ -75,12 +75,12 @@ def summarize_server(scrapes: list[Scrape], table: RecordTable, wall_start_ns: i
     scalars.update(_window_means(series, sent, end))
     out = ServerMetrics(scalars=scalars, series=series)
     out.artifacts = [write_samples(out_dir / METRICS_FILE, scrapes), _write_series(out_dir / SERIES_FILE, series)]
-    from etalon.report.server_plots import plot_server_timeline
+    if plots:
+        from etalon.report.server_plots import plot_server_timeline
 
-    out.artifacts.append(plot_server_timeline(out_dir / PLOT_FILE, series))
-    for i in range(len(series["time_ns"])):
-        tracker.log_metrics({f"server_{k}": float(series[k][i]) for k in (*SERIES, "client_inflight")
-                             if math.isfinite(series[k][i])}, step=i)
+        out.artifacts.append(plot_server_timeline(out_dir / PLOT_FILE, series))
+    tracker.log_metric_steps([{f"server_{k}": float(series[k][i]) for k in (*SERIES, "client_inflight")
+                               if math.isfinite(series[k][i])} for i in range(len(series["time_ns"]))])
     return out
 
 

@@ -46,6 +46,12 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def without_figures(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """``plots=false`` first unless the test sets ``plots``: a run's PNGs cost ~4 s and only the
+    tests about figures and reports look at them (they pass ``plots=true``)."""
+    return list(overrides) if any(str(o).startswith("plots=") for o in overrides) else ["plots=false", *overrides]
+
+
 def run_cli(
     tmp_path: Path,
     *overrides: str,
@@ -65,7 +71,7 @@ def run_cli(
         f"tracking.tracking_uri={mlflow_uri}",
         f"tracking.artifact_location={(tmp_path / 'artifacts').as_uri()}",
         f"cache_dir={tmp_path / 'cache'}",
-        *overrides,
+        *without_figures(overrides),
     ]
     proc = subprocess.run(
         args, cwd=PROJECT_DIR, env=cli_env(env), capture_output=True, text=True, timeout=timeout_s

@@ -103,6 +103,9 @@ def test_a_run_prints_its_directory_twice_and_saves_the_summary(tmp_path: Path) 
     assert lines[-1] == f"etalon: done; results in {run.run_dir.resolve()}"
     saved = (run.run_dir / "benchmark" / "summary.txt").read_text()
     assert saved in run.stdout + "\n"
+    # plots=false (run_cli's default): tables, summary and report, no figure drawn
+    assert not list(run.run_dir.rglob("*.png")) and (run.run_dir / "report.html").exists()
+    assert (run.run_dir / "benchmark" / "metrics_percentiles.csv").exists()
     assert (run.run_dir / "summary.txt").read_text().startswith(saved)
     table = saved.splitlines()
     assert max(len(line) for line in table) <= 100

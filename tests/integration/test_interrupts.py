@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.etalon_cli import PROJECT_DIR, cli_env
+from tests.integration.etalon_cli import PROJECT_DIR, cli_env, without_figures
 
 # characterize on the tiny engine with a small profile and long probes, so the signal lands in a probe.
 CHARACTERIZE = [
@@ -25,7 +25,7 @@ CHARACTERIZE = [
 def _start(tmp_path: Path, overrides: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "etalon.main", f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}",
-            *overrides]
+            *without_figures(overrides)]
     # Background shells ignore SIGINT in their jobs: give the child a terminal's default.
     proc = subprocess.Popen(args, cwd=PROJECT_DIR, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

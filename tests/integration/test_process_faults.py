@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.etalon_cli import PROJECT_DIR, cli_env, run_cli
+from tests.integration.etalon_cli import PROJECT_DIR, cli_env, run_cli, without_figures
 
 
 def _children(pid: int) -> list[int]:
@@ -66,7 +66,7 @@ def _start(tmp_path: Path, *overrides: str) -> tuple[subprocess.Popen[bytes], Pa
     args = [sys.executable, "-m", "etalon.main", f"hydra.run.dir={run_dir}",
             f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
             f"cache_dir={tmp_path / 'cache'}", "workload.num_requests=2000",
-            "workload.arrival.rate_rps=20", "workload.warmup_requests=0", *overrides]
+            "workload.arrival.rate_rps=20", "workload.warmup_requests=0", *without_figures(overrides)]
     proc = subprocess.Popen(args, cwd=PROJECT_DIR, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     return proc, run_dir

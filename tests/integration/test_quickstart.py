@@ -16,7 +16,7 @@ from tests.integration.etalon_cli import run_cli
 def quickstart(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("quickstart")
     # client=default: the preset runs in-process; this test keeps the Ray actor path covered.
-    run = run_cli(tmp, "+experiment=quickstart", "client=default", "workload.num_requests=40",
+    run = run_cli(tmp, "+experiment=quickstart", "client=default", "plots=true", "workload.num_requests=40",
                   "workload.warmup_requests=4", f"+sim.emission_log_path={tmp / 'emissions.jsonl'}")
     assert run.returncode == 0, run.stderr[-3000:]
     run.emission_log = tmp / "emissions.jsonl"
@@ -60,6 +60,9 @@ def test_quickstart_writes_config_records_and_summary(quickstart) -> None:
     summary = json.loads((stage_dir / "summary.json").read_text())
     assert summary["partial"] is False
     assert "fluidity" in quickstart.stdout.lower()
+    figures = {p.name for p in stage_dir.glob("*.png")}
+    assert {"latency_cdfs.png", "latency_tails.png", "token_timeline.png", "timeseries.png",
+            "server_timeline.png"} <= figures, figures
 
 
 def test_quickstart_ttft_follows_the_simulator_latency_model(quickstart) -> None:

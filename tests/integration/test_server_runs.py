@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.integration.etalon_cli import PROJECT_DIR, cli_env, run_cli
+from tests.integration.etalon_cli import PROJECT_DIR, cli_env, run_cli, without_figures
 
 SCRAPED = ("tracking=none", "client=local", "sim=tiny_engine", "sim.max_num_seqs=64", "sim.max_num_batched_tokens=8192",
            "sim.kv_cache_tokens=200000", "sim.latency.per_decode_seq_s=0.0002", "endpoint.metrics_interval_s=0.1", "workload.warmup_requests=0",
@@ -25,7 +25,7 @@ SCRAPED = ("tracking=none", "client=local", "sim=tiny_engine", "sim.max_num_seqs
 
 def test_scraped_sim_metrics_agree_with_client_and_emission_log(tmp_path: Path) -> None:
     emissions = tmp_path / "emissions.jsonl"
-    run = run_cli(tmp_path, *SCRAPED, f"sim.emission_log_path={emissions}", timeout_s=180)
+    run = run_cli(tmp_path, *SCRAPED, "plots=true", f"sim.emission_log_path={emissions}", timeout_s=180)
     assert run.returncode == 0, run.stderr[-3000:]
     stage = run.run_dir / "benchmark"
     server = json.loads((stage / "summary.json").read_text())["server"]
@@ -77,7 +77,7 @@ def _launched_pid(log: Path, deadline_s: float = 60) -> int:
 
 def _start(run_dir: Path, *overrides: str) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "etalon.main", f"hydra.run.dir={run_dir}", "tracking=none", "client=local",
-            "workload.warmup_requests=0", "print_summary=false", *overrides]
+            "workload.warmup_requests=0", "print_summary=false", *without_figures(overrides)]
     return subprocess.Popen(args, cwd=PROJECT_DIR, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
