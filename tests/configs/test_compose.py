@@ -94,6 +94,8 @@ def test_every_option_of_plain_groups_converts(group: str) -> None:
         ("workload.num_requests=0", "workload.num_requests"),
         ("endpoint.base_url=ftp://x", "endpoint.base_url"),
         ("model.context_tokens=1", "model.context_tokens"),
+        ("confidence_level=1.5", "confidence_level"),  # its check was shadowed by a second __post_init__
+        ("bootstrap_replicates=-1", "bootstrap_replicates"),
     ],
 )
 def test_bad_values_name_their_key(override: str, key: str) -> None:
