@@ -11,7 +11,7 @@ from matplotlib.figure import Figure  # Figure without pyplot: headless (Agg can
 from etalon.core.metrics import NS_PER_S, pooled_gaps_s
 from etalon.core.records import RecordTable
 from etalon.core.summary import RunSummary
-from etalon.report.figures import new_figure, save_figure
+from etalon.report.figures import grid_figure, new_figure, save_figure
 
 _MAX_CDF_POINTS = 200_000  # pooled TBT can hold tens of millions of values: plot a fixed-seed sample
 
@@ -73,8 +73,8 @@ def _latency_cdfs(table: RecordTable, summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
     ok = table.select(table.ok) if not table.ok.all() else table
-    fig = new_figure((13, 7.5))
-    axes = fig.subplots(2, 3).ravel()
+    fig, grid = grid_figure((13, 7.5), 2, 3)
+    axes = grid.ravel()
     _cdf(axes[0], req.ttft_s, "TTFT", 1e3, "ms")
     _cdf(axes[1], pooled_gaps_s(ok.token_ns, ok.token_offsets), "TBT", 1e3, "ms")
     _cdf(axes[2], req.tpot_s, "TPOT", 1e3, "ms")
@@ -108,8 +108,8 @@ def _latency_tails(table: RecordTable, summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
     ok = table.select(table.ok) if not table.ok.all() else table
-    fig = new_figure((13, 4))
-    axes = fig.subplots(1, 3)
+    fig, grid = grid_figure((13, 4), 1, 3)
+    axes = grid[0]
     _tail(axes[0], req.ttft_s, "TTFT", 1e3, "ms")
     _tail(axes[1], pooled_gaps_s(ok.token_ns, ok.token_offsets), "TBT", 1e3, "ms")
     _tail(axes[2], req.e2e_s, "end-to-end latency", 1.0, "s")

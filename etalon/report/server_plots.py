@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from etalon.report.figures import new_figure, save_figure
+from etalon.report.figures import grid_figure, save_figure
 
 
 def plot_server_timeline(path: Path, series: dict[str, np.ndarray]) -> Path:
     """Three panels over seconds since the first scrape: requests (server running/waiting, client
     in flight), token rates (server generated vs client received), cache (KV usage, prefix hits)."""
     t_s = (series["time_ns"] - series["time_ns"][0]) / 1e9
-    fig = new_figure((9, 8))
-    ax_req, ax_tok, ax_kv = fig.subplots(3, 1, sharex=True)
+    fig, grid = grid_figure((9, 8), 3, 1, gap_h=0.25, sharex=True)
+    ax_req, ax_tok, ax_kv = grid[:, 0]
     panels = [
         (ax_req, [("running", "server running"), ("waiting", "server waiting"),
                   ("client_inflight", "client in flight")], "requests"),

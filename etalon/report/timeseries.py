@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from etalon.core.records import RecordTable
-from etalon.report.figures import new_figure, save_figure
+from etalon.report.figures import grid_figure, save_figure
 
 TIMESERIES_FILE = "timeseries.png"
 
@@ -21,8 +21,8 @@ def _bins(t0_ns: int, t1_ns: int) -> np.ndarray:
 def plot_timeseries(path: Path, table: RecordTable) -> Path:
     """Four panels over time since the first planned send (measured rows; x from 0)."""
     t = table.select(~table.warmup) if table.warmup.any() else table
-    fig = new_figure((10, 8))
-    axes = fig.subplots(4, 1, sharex=True)
+    fig, grid = grid_figure((10, 8), 4, 1, gap_h=0.25, sharex=True)
+    axes = grid[:, 0]
     if not len(t):
         axes[0].text(0.5, 0.5, "no measured request", ha="center", transform=axes[0].transAxes)
         return save_figure(fig, path)

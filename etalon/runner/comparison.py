@@ -51,41 +51,12 @@ def comparison_frame(runs: list[Any]) -> pd.DataFrame:
 
 
 def write_comparison(runs: list[Any], out_dir: Path) -> list[Path]:
-    """``sweep_comparison.csv`` and, when a swept parameter is numeric, ``sweep_comparison.png``."""
+    """``sweep_comparison.csv`` (the plot of the swept parameter against the main metrics is the
+    sweep report's ``comparison/sweep_metrics.png``, drawn once)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = comparison_frame(runs)
     table = out_dir / "sweep_comparison.csv"
     frame.to_csv(table, index=False)
-    files = [table]
-    plot = _plot(frame, out_dir / "sweep_comparison.png")
-    if plot is not None:
-        files.append(plot)
-    return files
+    return [table]
 
 
-def _plot(frame: pd.DataFrame, path: Path) -> Path | None:
-    if frame.empty:
-        return None
-    metrics = [m for m in MAIN_METRICS if m in frame.columns]
-    swept = [c for c in frame.columns if c not in ("job", "run_id", "status", *metrics)]
-    numeric = [c for c in swept if pd.to_numeric(frame[c], errors="coerce").notna().all()]
-    if not numeric or not metrics:
-        return None
-    from etalon.report.figures import new_figure, save_figure
-
-    x_name = numeric[0]
-    x = pd.to_numeric(frame[x_name])
-    order = x.argsort()
-    cols = min(3, len(metrics))
-    rows = -(-len(metrics) // cols)
-    fig = new_figure((4.2 * cols, 3.2 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, metric in zip(axes.flat, metrics):
-        ax.plot(x.iloc[order], frame[metric].iloc[order], marker="o")
-        ax.set_xlabel(x_name)
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.set_visible(False)
-    fig.suptitle(f"Sweep over {x_name}")
-    return save_figure(fig, path)

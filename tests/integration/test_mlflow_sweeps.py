@@ -57,7 +57,8 @@ def test_ray_launcher_sweep_gives_one_parent_and_a_child_per_job(rates_sweep) ->
         artifacts = {a.path for a in client.list_artifacts(stage_runs[0].info.run_id)}
         assert "records.jsonl" in artifacts
     comparison = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
-    assert {"comparison/sweep_comparison.csv", "comparison/sweep_comparison.png"} <= comparison
+    assert {"comparison/sweep_comparison.csv", "comparison/sweep_metrics.png",
+            "comparison/sweep_latency_throughput.png", "comparison/sweep_report.html"} <= comparison
     table = Path(client.download_artifacts(parent.info.run_id, "comparison/sweep_comparison.csv", str(tmp_path)))
     lines = table.read_text().splitlines()
     assert "workload.arrival.rate_rps" in lines[0] and len(lines) == 5
