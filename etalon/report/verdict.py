@@ -90,6 +90,20 @@ def slo_lines(verdict: dict[str, Any] | None) -> tuple[list[str], bool]:
         not verdict["passed"]
 
 
+def _deciding(probes: list[dict[str, Any]], hi: float | None) -> str | None:
+    """What failed the probe at the bracket's top: its metric, or the veto when the SLO itself held."""
+    failed = [p for p in probes if not p.get("passed") and not p.get("interrupted")]
+    top = [p for p in failed if hi is not None and p.get("load") == hi] or failed
+    if not top:
+        return None
+    p = top[-1]
+    veto = p.get("vetoes")
+    if isinstance(veto, str) and veto and p.get("value") is not None and p.get("threshold") is not None \
+            and p["value"] <= p["threshold"]:
+        return f"{p.get('metric')} met; vetoed: {veto}"
+    return p.get("metric")
+
+
 def capacity_lines(data: dict[str, Any], precision: float | None, max_probes: int | None) -> tuple[list[str], bool]:
     """The capacity, its bracket, the precision reached or why the search stopped, the deciding metric."""
     kind = data.get("search", "rate")
@@ -97,7 +111,7 @@ def capacity_lines(data: dict[str, Any], precision: float | None, max_probes: in
     cap = data.get("max_rate_rps") if kind == "rate" else data.get("max_concurrency")
     hi = data.get("lowest_failing")
     probes = data.get("probes", [])
-    deciding = data.get("deciding_metric") or next((p.get("metric") for p in probes if not p.get("passed")), None)
+    deciding = data.get("deciding_metric") or _deciding(probes, data.get("lowest_failing"))
     if cap is None:
         lowest = min((p["load"] for p in probes), default=None)
         return [f"capacity: NONE: no probed load met the SLO (lowest tried {_num(lowest)} {unit})"
@@ -113,7 +127,9 @@ def capacity_lines(data: dict[str, Any], precision: float | None, max_probes: in
                      f"({sum(rp.get('low_passed', []))}/{len(rp.get('low_passed', []))} passed at {_num(rp.get('low_load'))}, "
                      f"{len(rp.get('high_passed', [])) - sum(rp.get('high_passed', []))}/{len(rp.get('high_passed', []))} "
                      f"failed at {_num(rp.get('high_load'))})")
-    if reached is not None and precision is not None and reached <= precision + 1e-12:
+    if data.get("converged") is False and data.get("unconverged_reason"):
+        lines.append(f"          NOT CONVERGED: {data['unconverged_reason']} ({len(probes)} probes)")
+    elif reached is not None and precision is not None and reached <= precision + 1e-12:
         lines.append(f"          precision {reached:.1%} (asked {precision:.0%}): reached; {len(probes)} probes")
     elif reached is not None:
         why = "out of probes" if max_probes is not None and len(probes) >= max_probes else "stopped early"
@@ -193,7 +209,7 @@ def build_verdict(cfg: Any, run_dir: Path, endpoint_url: str | None = None, erro
     """The verdict of the pipeline run in ``run_dir`` from its finished stages' results."""
     names = stage_names(cfg.pipeline)
     results = load_stage_results(run_dir, names)
-    ran = [f"ran:     {cfg.pipeline.name} ({cfg.experiment_name}) · endpoint {cfg.endpoint.name}"
+    ran = [f"ran:     {cfg.pipeline.name} ({cfg.experiment_name}) · endpoint {getattr(cfg, 'endpoint_label', cfg.endpoint.name)}"
            + (f" {endpoint_url}" if endpoint_url else "") + f" · model {cfg.model.name}",
            f"load:    {_describe_load(cfg)}"]
     answers: list[str] = []

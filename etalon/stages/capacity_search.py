@@ -394,8 +394,10 @@ def finish(ctx: StageContext, slo: Any, settings: SearchSettings, runs: list[Pro
         tokens_key: at_best.get("output_tokens_per_s"),
         "metrics_at_max": at_best,
         "verdict_at_max": best.verdict_values if best else None,
-        "lowest_failing": min((r.probe.load for r in runs if not r.probe.passed and not r.interrupted),
-                              default=None),
+        # Only failures above the capacity bound it: a short expansion probe that failed at a load
+        # a full-length probe then passed (or below it) is superseded, not the bracket's top.
+        "lowest_failing": min((r.probe.load for r in runs if not r.probe.passed and not r.interrupted
+                               and (best is None or r.probe.load > best.probe.load)), default=None),
         "probes": [probe_row(r) for r in runs],
         "new_probes": sum(not r.probe.cached for r in runs),
         # Ctrl-C: the pipeline stops after this stage's partial results are written.

@@ -93,3 +93,15 @@ def test_closed_loop_has_no_rate_checks() -> None:
     checks = check_probe(_table(sched, sched * 3), min_requests=100, open_loop=False)
     assert math.isnan(checks.offered_rps) and checks.queue is None
     assert checks.vetoes(short=False, rate_tolerance=0.1) == []
+
+
+def test_arrivals_that_speed_up_by_chance_are_not_a_growing_queue() -> None:
+    # Found on real vLLM: one seeded Poisson sample, scaled to every probed rate, sent its last
+    # third up to 1.9x faster than its middle third; in-flight rose by that much at a steady latency
+    # (Little's law) and the probe was vetoed far below saturation.
+    sched = np.concatenate([np.arange(200) / 10.0, 20.0 + np.arange(100) / 25.0])  # 10 rps, last third 25 rps
+    latency_s = 2.0  # steady: every request served in 2 s, whenever it arrives
+    assert growing_queue(_table(sched, sched + latency_s)) is None
+    # The same arrivals with latency that keeps growing are a growing queue.
+    growing = sched + 2.0 + 0.3 * np.maximum(sched - 10.0, 0.0)
+    assert growing_queue(_table(sched, growing)) is not None

@@ -79,3 +79,17 @@ def test_capacity_interval_widens_when_a_bracket_end_does_not_hold() -> None:
     # the upper end passed under another seed: up to the next failing load
     assert capacity_interval(loads, 26, 28, [True, True], [False, True], passing, failing) == (26, 32)
     assert capacity_interval(loads, 8, 16, [True, False], [False], [8], [16]) == (None, 16)
+
+
+def test_an_unconverged_search_says_so_and_a_vetoed_pass_is_named() -> None:
+    # Seen on real vLLM: capacity.json said not converged (bracket 8 .. 16) while the verdict
+    # printed "bracket 8 .. 8, precision 0.0% reached"; the deciding metric had in fact passed.
+    probes = [{"load": 8.0, "passed": True, "metric": "ttft_p90_s", "value": 0.1, "threshold": 1.0},
+              {"load": 16.0, "passed": False, "metric": "ttft_p90_s", "value": 0.2, "threshold": 1.0,
+               "vetoes": "queue grows: median wait for the first token 90 -> 400 ms"}]
+    data = {"search": "rate", "max_rate_rps": 8.0, "lowest_failing": 16.0, "probes": probes, "converged": False,
+            "unconverged_reason": "probes ran out (max_probes=2) with the bracket [8, 16] (50% wide)"}
+    lines, failed = capacity_lines(data, precision=0.1, max_probes=2)
+    assert not failed and "bracket 8 .. 16" in lines[0]
+    assert lines[1].strip() == "NOT CONVERGED: probes ran out (max_probes=2) with the bracket [8, 16] (50% wide) (2 probes)"
+    assert "ttft_p90_s met; vetoed: queue grows" in lines[2]
