@@ -364,6 +364,14 @@ class EtalonConfig:
         """etalon starts ``server`` itself when the endpoint has no base URL of its own."""
         return self.endpoint.base_url is None and self.endpoint.server is None and self.server is not None
 
+    @property
+    def endpoint_label(self) -> str:
+        """What the terminal calls the endpoint: the engine etalon launched (``vllm``), else the
+        endpoint preset's name (a launched vLLM used to read "endpoint sim")."""
+        if self.launches_server and self.server is not None and self.server.engine != "sim":
+            return f"{self.server.engine} (launched)"
+        return self.endpoint.name
+
 
 def register_configs() -> None:
     """Register the top-level schema (YAML presets under conf/ fill its values) and the resolvers."""

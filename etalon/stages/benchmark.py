@@ -175,7 +175,7 @@ def summary_header(ctx: StageContext, arrival: Any) -> list[tuple[str, str]]:
         rate = getattr(arrival, "rate_rps", None)
         load = f"{kind}, {rate:g} req/s" if isinstance(rate, (int, float)) else kind
     return [
-        ("endpoint", f"{cfg.endpoint.name} {ctx.endpoint.base_url}"),
+        ("endpoint", f"{cfg.endpoint_label} {ctx.endpoint.base_url}"),
         ("model", cfg.model.name),
         ("workload", f"{lengths}, {size}"),
         ("load", load),

@@ -39,3 +39,9 @@ def test_what_determines_the_result_changes_the_key() -> None:
     assert _key(["+experiment=characterize_sim", "sim.max_num_seqs=4"]) != base
     assert _key(["+experiment=characterize_sim", "pipeline.stages.prefill_profile.repetitions=2"]) != base
     assert _key(["+experiment=characterize_sim", "tracking=none"]) == base
+
+
+def test_the_terminal_names_the_engine_etalon_launched() -> None:
+    launched = load_config(_composed(["server=vllm", "model.name=tiny-llama"]))
+    assert launched.launches_server and launched.endpoint_label == "vllm (launched)"
+    assert load_config(_composed([])).endpoint_label == "sim"  # the embedded simulator keeps its name
