@@ -15,6 +15,9 @@ MIN_REQUESTS_FLOOR = 20
 # and the last third of a probe before the queue counts as growing: short waits are noisy.
 QUEUE_WAIT_SLACK_S = 0.05
 QUEUE_GROWTH_FACTOR = 1.5
+# Fewer measured requests than this (10 per third) and the thirds' medians are noise, not a queue:
+# a 15-request probe on CPU vLLM beside other work was vetoed at 1 rps (58 -> 296 ms).
+QUEUE_MIN_REQUESTS = 30
 
 
 def default_min_requests(quantile: float) -> int:
@@ -74,7 +77,7 @@ def growing_queue(table: RecordTable) -> str | None:
     saturation, at a steady latency."""
     measured = ~table.warmup & (table.first_token_ns >= 0)
     sched = table.scheduled_ns[measured]
-    if sched.size < 9:
+    if sched.size < QUEUE_MIN_REQUESTS:
         return None
     order = np.argsort(sched, kind="stable")
     wait_s = (table.first_token_ns[measured] - sched)[order] / 1e9

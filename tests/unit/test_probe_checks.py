@@ -105,3 +105,11 @@ def test_arrivals_that_speed_up_by_chance_are_not_a_growing_queue() -> None:
     # The same arrivals with latency that keeps growing are a growing queue.
     growing = sched + 2.0 + 0.3 * np.maximum(sched - 10.0, 0.0)
     assert growing_queue(_table(sched, growing)) is not None
+
+
+def test_a_handful_of_requests_is_no_evidence_of_a_queue() -> None:
+    sched = np.arange(15) / 1.0  # 15 requests at 1 rps, the last five waited longer by chance
+    wait = np.array([0.06] * 10 + [0.3] * 5)
+    assert growing_queue(_table(sched, sched + wait + 0.1)) is None
+    sched = np.arange(30) / 1.0  # 30 with the same jump are judged
+    assert growing_queue(_table(sched, sched + np.array([0.06] * 20 + [0.3] * 10) + 0.1)) is not None
