@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -119,19 +118,6 @@ class PooledGrid:
     below: np.ndarray
     per_row: np.ndarray
     covers_all: bool
-
-
-def save_sample(path: Path, sample: RunSample) -> None:
-    """``sample`` as one ``.npz`` file (``load_sample`` reads it back)."""
-    with open(path, "wb") as f:
-        np.savez(f, **{k: v for k, v in sample.__dict__.items() if k != "window_s"},
-                 window_s=np.float64(sample.window_s))
-
-
-def load_sample(path: Path) -> RunSample:
-    with np.load(path) as z:
-        fields = {k: z[k] for k in z.files}
-    return RunSample(**{**fields, "window_s": float(fields["window_s"])})
 
 
 GRID_POINTS = 32
@@ -360,10 +346,8 @@ __all__ = [
     "bootstrap_replicates",
     "confidence_intervals",
     "interval",
-    "load_sample",
     "order_stat_quantiles",
     "weighted_statistic",
     "pooled_quantile",
     "resample_counts",
-    "save_sample",
 ]

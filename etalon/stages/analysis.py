@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,19 @@ CANCELLED = "cancelled"
 def measured_rows(table: RecordTable) -> np.ndarray:
     """The rows a summary describes: not warm-up, not cancelled by the client when it stopped."""
     return ~table.warmup & (table.error_type != CANCELLED)
+
+
+def save_sample(path: Path, sample: RunSample) -> None:
+    """``sample`` as one ``.npz`` file (``load_sample`` reads it back)."""
+    with open(path, "wb") as f:
+        np.savez(f, **{k: v for k, v in sample.__dict__.items() if k != "window_s"},
+                 window_s=np.float64(sample.window_s))
+
+
+def load_sample(path: Path) -> RunSample:
+    with np.load(path) as z:
+        fields = {k: z[k] for k in z.files}
+    return RunSample(**{**fields, "window_s": float(fields["window_s"])})
 
 
 def run_sample(table: RecordTable, slo: Any, window_s: float) -> RunSample:
@@ -70,4 +84,4 @@ def intervals_block(sample: RunSample, *, level: float, replicates: int, seed: i
             "intervals": {k: [lo, hi] for k, (lo, hi) in cis.items()}}
 
 
-__all__ = ["intervals_block", "measured_rows", "run_sample", "steady_rates"]
+__all__ = ["intervals_block", "load_sample", "measured_rows", "run_sample", "save_sample", "steady_rates"]

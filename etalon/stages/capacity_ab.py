@@ -46,7 +46,7 @@ def capacity_delta(a: dict[str, Any], b: dict[str, Any], load_col: str) -> Metri
 def headline_deltas(a: dict[str, Any], b: dict[str, Any], seed: int) -> list[MetricDelta]:
     """Headline metrics of B's probe at its capacity against A's at its own (empty where a config
     has no passing probe, or the two were judged by different SLOs)."""
-    from etalon.core.bootstrap import load_sample
+    from etalon.stages.analysis import load_sample
     from etalon.core.comparison import compare_samples
 
     paths = [d.get("at_capacity_sample") for d in (a, b)]

@@ -451,8 +451,7 @@ AT_CAPACITY_SAMPLE = "at_capacity_sample.npz"
 def save_capacity_sample(path: Path, best: ProbeRun | None, slo: Any) -> str | None:
     """The per-request sample of the probe the capacity rests on (judged by this search's SLO), for
     A/B comparisons at capacity (``capacity_compare``); None without a passing probe."""
-    from etalon.core.bootstrap import save_sample
-    from etalon.stages.analysis import run_sample
+    from etalon.stages.analysis import run_sample, save_sample
 
     if best is None or not best.records_path.exists():
         return None

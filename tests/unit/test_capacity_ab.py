@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from etalon.core.bootstrap import RunSample, load_sample, save_sample
+from etalon.core.bootstrap import RunSample
+from etalon.stages.analysis import load_sample, save_sample
 from etalon.core.comparison import BETTER, SAME, WORSE
 from etalon.stages.capacity_ab import capacity_ab, capacity_delta, capacity_range, verdict_line
 
