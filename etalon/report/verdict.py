@@ -209,7 +209,7 @@ def build_verdict(cfg: Any, run_dir: Path, endpoint_url: str | None = None, erro
     """The verdict of the pipeline run in ``run_dir`` from its finished stages' results."""
     names = stage_names(cfg.pipeline)
     results = load_stage_results(run_dir, names)
-    ran = [f"ran:     {cfg.pipeline.name} ({cfg.experiment_name}) · endpoint {getattr(cfg, 'endpoint_label', cfg.endpoint.name)}"
+    ran = [f"ran:     {cfg.pipeline.name} ({cfg.experiment_name}) · endpoint {cfg.endpoint_label}"
            + (f" {endpoint_url}" if endpoint_url else "") + f" · model {cfg.model.name}",
            f"load:    {_describe_load(cfg)}"]
     answers: list[str] = []

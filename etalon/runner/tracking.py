@@ -73,22 +73,14 @@ class MLflowTracker:
             self._call("log_params", partial(self._client.log_batch, self._run_id, params=items[i : i + PARAM_BATCH]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.log_metric_steps([metrics], first_step=step or 0)
+
+    def log_metric_steps(self, steps: list[dict[str, float]], first_step: int = 0) -> None:
+        """``steps[i]`` at step ``first_step + i``, finite values only, METRIC_BATCH per call."""
         from mlflow.entities import Metric
 
         now_ms = int(time.time() * 1000)
-        items = [
-            Metric(k[:250], float(v), now_ms, step or 0)
-            for k, v in metrics.items()
-            if v is not None and math.isfinite(float(v))
-        ]
-        for i in range(0, len(items), METRIC_BATCH):
-            self._call("log_metrics", partial(self._client.log_batch, self._run_id, metrics=items[i : i + METRIC_BATCH]))
-
-    def log_metric_steps(self, steps: list[dict[str, float]]) -> None:
-        from mlflow.entities import Metric
-
-        now_ms = int(time.time() * 1000)
-        items = [Metric(k[:250], float(v), now_ms, i) for i, metrics in enumerate(steps)
+        items = [Metric(k[:250], float(v), now_ms, first_step + i) for i, metrics in enumerate(steps)
                  for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
         for i in range(0, len(items), METRIC_BATCH):
             self._call("log_metrics", partial(self._client.log_batch, self._run_id, metrics=items[i : i + METRIC_BATCH]))
