@@ -32,6 +32,18 @@ def format_table(title: str, deltas: Sequence[MetricDelta]) -> str:
     return "\n".join(lines)
 
 
+def write_deltas(out_dir: Path, stem: str, comparisons: dict[str, Sequence[MetricDelta]], text: str) -> list[Path]:
+    """``<stem>.json`` (every delta), ``<stem>.txt`` (``text``) and ``<stem>.png`` (``plot_deltas``)."""
+    import orjson
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table, txt = out_dir / f"{stem}.json", out_dir / f"{stem}.txt"
+    table.write_bytes(orjson.dumps({k: [d.as_dict() for d in v] for k, v in comparisons.items()},
+                                   option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    txt.write_text(text + "\n")
+    return [table, txt, plot_deltas(out_dir / f"{stem}.png", comparisons)]
+
+
 def plot_deltas(path: Path, comparisons: dict[str, Sequence[MetricDelta]]) -> Path:
     """One panel per compared run: relative delta (%) of every metric with its interval, coloured by verdict."""
     from etalon.report.figures import new_figure, save_figure

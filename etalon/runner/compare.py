@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import orjson
-
 from etalon.core.comparison import DEFAULT_LEVEL, MetricDelta, compare_samples
 from etalon.core.gate import Gate, GateError, parse_gates
 from etalon.runner.errors import SLO_FAILED_EXIT
@@ -85,16 +83,11 @@ def gate_lines(gates: list[Gate], comparisons: dict[str, list[MetricDelta]]) -> 
 
 
 def write_outputs(out: Path, comparisons: dict[str, list[MetricDelta]], text: str) -> list[Path]:
-    from etalon.report.comparison_page import plot_deltas, write_comparison_page
+    from etalon.report.comparison_page import write_comparison_page, write_deltas
 
-    out.mkdir(parents=True, exist_ok=True)
-    table = out / "comparison.json"
-    table.write_bytes(orjson.dumps({k: [d.as_dict() for d in v] for k, v in comparisons.items()},
-                                   option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    (out / "comparison.txt").write_text(text + "\n")
-    figure = plot_deltas(out / "comparison.png", comparisons)
+    table, txt, figure = write_deltas(out, "comparison", comparisons, text)
     page = write_comparison_page(out / "report.html", "etalon comparison", text, comparisons, figure)
-    return [table, out / "comparison.txt", figure, page]
+    return [table, txt, figure, page]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -184,7 +184,7 @@ def _write_ab(stage_dir: Path, outcomes: list[SearchOutcome], load_col: str
               ) -> tuple[list[Path], list[str], dict[str, float]]:
     """Every config against the first (capacity and metrics at capacity): capacity_ab.{txt,json,png},
     the tables printed, one verdict line per config, relative deltas as scalars."""
-    from etalon.report.comparison_page import format_table, plot_deltas
+    from etalon.report.comparison_page import format_table, write_deltas
     from etalon.stages.capacity_ab import capacity_ab, verdict_line
 
     ab = capacity_ab([o.label for o in outcomes], [o.data for o in outcomes], load_col)
@@ -193,15 +193,11 @@ def _write_ab(stage_dir: Path, outcomes: list[SearchOutcome], load_col: str
     text = "\n\n".join(format_table(t, d) for t, d in ab.items())
     text += (f"\n\n{load_col}: the interval spans both brackets (highest pass .. lowest fail, or the re-probed "
              "interval); the other rows: each config's probe at its own capacity, 99% simultaneous bootstrap intervals")
-    txt, js = stage_dir / "capacity_ab.txt", stage_dir / "capacity_ab.json"
-    txt.write_text(text + "\n")
-    js.write_bytes(orjson.dumps({t: [d.as_dict() for d in ds] for t, ds in ab.items()},
-                                option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    files = write_deltas(stage_dir, "capacity_ab", ab, text)
     print("etalon: A/B against the first config\n" + text, flush=True)
     scalars = {f"ab_config{i}_{d.key}_rel": d.relative for i, ds in enumerate(ab.values(), start=1) for d in ds
                if d.relative == d.relative}
-    return [txt, js, plot_deltas(stage_dir / "capacity_ab.png", ab)], [verdict_line(t, d) for t, d in ab.items()], \
-        scalars
+    return files, [verdict_line(t, d) for t, d in ab.items()], scalars
 
 
 def plot_comparison(path: Path, rows: list[dict[str, Any]], load_col: str) -> Path:
