@@ -59,13 +59,6 @@ def latency_spread_fraction(table: RecordTable) -> float:
     return float(np.percentile(early, 90) - np.percentile(early, 10)) / span if span > 0 else 0.0
 
 
-def inflight_at(times_ns: np.ndarray, sent_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
-    """Requests in flight (sent, not yet finished) at each of ``times_ns``."""
-    started = np.searchsorted(np.sort(sent_ns), times_ns, side="right")
-    finished = np.searchsorted(np.sort(end_ns), times_ns, side="right")
-    return started - finished
-
-
 def growing_queue(table: RecordTable) -> str | None:
     """A reason when the wait for the first token, counted from each measured request's planned
     send, is clearly longer in the last third of the probe than in the middle third (the first
@@ -133,5 +126,5 @@ def check_probe(table: RecordTable, *, min_requests: int, open_loop: bool) -> Pr
     )
 
 
-__all__ = ["ProbeChecks", "check_probe", "default_min_requests", "fitted_rate_rps", "growing_queue", "inflight_at",
+__all__ = ["ProbeChecks", "check_probe", "default_min_requests", "fitted_rate_rps", "growing_queue",
            "latency_spread_fraction"]

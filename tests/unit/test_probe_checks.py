@@ -12,9 +12,9 @@ from etalon.core.probe_checks import (
     default_min_requests,
     fitted_rate_rps,
     growing_queue,
-    inflight_at,
 )
 from etalon.core.records import RecordTable, RequestRecord
+from etalon.core.server_metrics import inflight_at
 
 S = 1_000_000_000
 
@@ -37,7 +37,8 @@ def test_inflight_at_hand_counted() -> None:
     sent = np.array([0, 1, 2]) * S
     end = np.array([5, 2, 3]) * S
     # at t=0: #0; t=1.5: #0 #1; t=2: #1 ended, #2 started; t=4: #0 only.
-    assert inflight_at(np.array([0, 1.5 * S, 2 * S, 4 * S]).astype(np.int64), sent, end).tolist() == [1, 2, 2, 1]
+    times = np.array([0, 1.5 * S, 2 * S, 4 * S]).astype(np.int64)
+    assert inflight_at(sent, end, times).tolist() == [1, 2, 2, 1]
 
 
 def _table(sched_s: np.ndarray, end_s: np.ndarray, generation_s: float = 0.1) -> RecordTable:
