@@ -17,6 +17,12 @@ than one token per streamed UTF-8 byte plus ``SPECIAL_TOKEN_ALLOWANCE`` plus rea
 server reports without streaming them): then the continuous
 count, the tokenizer's count or the number of chunks is used, the claim stays in
 ``server_output_tokens`` and the request is flagged.
+
+Without any usage (llama.cpp's server streams none) a stream that ends with ``finish_reason``
+"length" is the server saying it generated exactly ``max_tokens`` tokens by its own tokenizer: that
+count is used (``finish_length``) when it is possible (no more chunks than it, no more than the
+plausible limit) and no usage claim of the stream was rejected. Re-tokenizing the text instead miscounts whenever the text does not round-trip
+through the tokenizer (random-weight models, byte fallback: 30-35 counted for 32 generated).
 """
 
 from __future__ import annotations
@@ -76,7 +82,10 @@ def finish_record(
         flags.append("usage_implausible")
         claim = None
     per_chunk = _continuous_counts(chunks.cumulative, limit, flags)
-    n, record.output_tokens_source, per_chunk = _output_count(claim, per_chunk, chunks, count_tokens, flags)
+    # A server whose usage was rejected above is not trusted for its finish_reason either.
+    length_stop = None if flags else _length_stop(record.requested_output_tokens, chunks, limit)
+    n, record.output_tokens_source, per_chunk = _output_count(claim, per_chunk, chunks, count_tokens, flags,
+                                                              length_stop)
     if per_chunk is not None:
         record.chunk_tokens, record.chunk_tokens_source = per_chunk, "continuous_usage"
     else:
@@ -132,9 +141,16 @@ def _continuous_counts(cumulative: Sequence[Any], limit: int, flags: list[str]) 
     return steps
 
 
+def _length_stop(requested: int, chunks: StreamChunks, limit: int) -> int | None:
+    """``max_tokens`` when the stream ended on finish_reason "length" and that count is possible."""
+    if requested > 0 and chunks.finish_reason == "length" and len(chunks.times) <= requested <= limit:
+        return requested
+    return None
+
+
 def _output_count(
     claim: int | None, per_chunk: list[int] | None, chunks: StreamChunks,
-    count_tokens: Callable[[str], int] | None, flags: list[str],
+    count_tokens: Callable[[str], int] | None, flags: list[str], length_stop: int | None = None,
 ) -> tuple[int, str, list[int] | None]:
     """(output count used, its source, per-chunk counts adjusted to it or None)."""
     if per_chunk is not None:
@@ -149,6 +165,8 @@ def _output_count(
         if claim < len(chunks.times):
             flags.append("usage_below_chunks")
         return claim, "usage", None
+    if length_stop is not None:
+        return length_stop, "finish_length", None
     if count_tokens is not None:
         return (count_tokens("".join(chunks.texts)) if chunks.texts else 0), "tokenizer", None
     return len(chunks.times), "chunks", None

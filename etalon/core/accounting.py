@@ -51,6 +51,9 @@ def accounting_notes(acc: dict[str, Any]) -> list[str]:
     if fallback:
         how = "the tokenizer" if sources.get("tokenizer") else "counting chunks"
         notes.append(f"output tokens of {fallback} of {ok} requests were counted by {how}: the server sent no usage")
+    if sources.get("finish_length"):
+        notes.append(f"output tokens of {sources['finish_length']} of {ok} requests are max_tokens, from finish_reason "
+                     "'length': the server sent no usage")
     if acc["requests"] and acc["server_counted_requests"] == 0:
         notes.append("prompt tokens are the planned counts only: the server reported no usage.prompt_tokens")
     ratio = acc["server_over_planned"]

@@ -201,3 +201,22 @@ def test_bad_output_check_and_sim_mode_values_name_their_key() -> None:
         sim_config_from_dict({"tokenizer": None, "modes": {"acceptance_rate": 2}})
     with pytest.raises(SimConfigError, match="sim.modes.speculative_tokens=-1"):
         sim_config_from_dict({"tokenizer": None, "modes": {"speculative_tokens": -1}})
+
+
+def test_without_usage_a_length_stop_counts_max_tokens_not_the_retokenized_text() -> None:
+    # llama.cpp's server: no usage, one token per chunk, text that does not round-trip through the
+    # tokenizer (here "counted" as 3 tokens per chunk): finish_reason "length" says max_tokens came.
+    rec = record(requested=4)
+    finish_record(rec, stream([1, 2, 3, 4], ["ab", "c", "d", "e"], None, finish="length"), lambda s: 3 * len(s))
+    assert rec.output_tokens == 4 and rec.output_tokens_source == "finish_length" and rec.flags == []
+    assert rec.chunk_tokens == [1, 1, 1, 1]
+
+
+def test_a_length_stop_that_is_impossible_falls_back_to_counting() -> None:
+    # More chunks than max_tokens: finish_reason cannot be right; the tokenizer's count is used and flagged.
+    rec = record(requested=2)
+    finish_record(rec, stream([1, 2, 3], ["a", "b", "c"], None, finish="length"), len)
+    assert rec.output_tokens == 3 and rec.output_tokens_source == "tokenizer" and rec.flags == ["output_long"]
+    stop = record(requested=4)
+    finish_record(stop, stream([1, 2], ["a", "b"], None, finish="stop"), len)
+    assert stop.output_tokens == 2 and stop.output_tokens_source == "tokenizer" and stop.flags == ["output_short"]

@@ -56,5 +56,7 @@ def test_accounting_without_server_counts() -> None:
     notes = accounting_notes(acc)
     assert any("counting chunks" in n for n in notes) and any("planned counts only" in n for n in notes)
     assert "cached_prompt_tokens" not in accounting_scalars(acc)
+    length = accounting_notes(token_accounting([_rec(0, 64, None, None, "finish_length"), _rec(1, 64, 70, 0)]))
+    assert any("1 of 2 requests are max_tokens, from finish_reason 'length'" in n for n in length)
     over = token_accounting([_rec(0, 64, 171, 0)])
     assert any("2.67x the planned" in n for n in accounting_notes(over))
