@@ -32,6 +32,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metrics"
     ("sglang", ["sglang.launch_server", "--model-path", "--context-length", "--tp-size", "--enable-metrics"]),
     ("tgi", ["text-generation-launcher", "--model-id", "--max-total-tokens", "--num-shard"]),
     ("llamacpp", ["llama-server", "--model", "--ctx-size", "--parallel", "--metrics"]),
+    ("llamacpp_python", ["llama_cpp.server", "--model_alias", "--n_ctx", "--interrupt_requests"]),
     ("sim", ["etalon.sim", "serve", "--config-json"]),
 ])
 def test_cfg_job_shows_every_templates_command(template: str, expected: list[str]) -> None:
