@@ -4,12 +4,37 @@ Prefill: TTFT of lone requests against prompt tokens P is ``a + b * P``; in the 
 ``b = per_prefill_token + per_context_token`` (a prefill step reads the prompt's own KV).
 Decode: the median gap between tokens of B concurrent decoding requests with summed context C is
 ``step_overhead + per_decode_seq * B + per_context_token * C``; two prompt lengths per B
-separate the last two terms.
+separate the last two terms. The gap is read over windows of ``DECODE_WINDOW`` tokens
+(``decode_step_s``): a server that sometimes sends two tokens in one chunk has zero gaps followed
+by double ones, whose median is biased; a window's mean is not, and the median over windows still
+ignores the few steps that carried another request's prefill.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+DECODE_WINDOW = 4
+
+
+def decode_step_s(token_ns: np.ndarray, offsets: np.ndarray, window: int = DECODE_WINDOW) -> float | None:
+    """Median over every request's ``window``-token windows of (t[i + window] - t[i]) / window (s);
+    None when no request has more than ``window`` tokens or the median is not positive."""
+    steps = []
+    for start, end in zip(offsets[:-1], offsets[1:]):
+        times = np.asarray(token_ns[start:end], dtype=np.int64)
+        if times.size > window:
+            steps.append((times[window:] - times[:-window]) / window)
+    if not steps:
+        return None
+    median = float(np.median(np.concatenate(steps))) / 1e9
+    return median if median > 0 else None
+
+
+def usable_points(points: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+    """(points whose measured duration, the last element, is finite and > 0; the ones dropped)."""
+    kept = [p for p in points if np.isfinite(p[-1]) and p[-1] > 0]
+    return kept, [p for p in points if p not in kept]
 
 
 def fit_prefill_linear(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -38,4 +63,4 @@ def engine_latency(prefill: list[tuple[int, float]], decode: list[tuple[float, f
             "per_decode_seq_s": per_seq_s, "per_context_token_s": per_ctx_s}
 
 
-__all__ = ["engine_latency", "fit_decode", "fit_prefill_linear"]
+__all__ = ["DECODE_WINDOW", "decode_step_s", "engine_latency", "fit_decode", "fit_prefill_linear", "usable_points"]

@@ -94,18 +94,21 @@ def _composition(exc: BaseException) -> str:
         cause = exc.__cause__
         detail = " ".join(str(cause).split("\n")[0].split()) if cause is not None else ""
         return f"{first.removeprefix('Error merging override ')}: {detail}" if detail else first
-    return unknown_key_message(m.group(1))
+    return unknown_key_message(m.group(1), exc.__cause__)
 
 
-def unknown_key_message(key: str) -> str:
+def unknown_key_message(key: str, cause: BaseException | None = None) -> str:
     """``key`` is not in the config: the nearest existing key, or the stage's valid parameters."""
     cfg = _composed_without(key)
     if cfg is None:
         return f"{key}: no such key in the config"
-    return describe_unknown_key(cfg, key)
+    return describe_unknown_key(cfg, key, cause)
 
 
-def describe_unknown_key(cfg: Any, key: str) -> str:
+STRUCT_KEY = re.compile(r"Key '([^']+)' is not in struct")
+
+
+def describe_unknown_key(cfg: Any, key: str, cause: BaseException | None = None) -> str:
     """Walk ``cfg`` along ``key``; at the first missing segment name the nearest existing one."""
     from omegaconf import DictConfig
 
@@ -126,7 +129,12 @@ def describe_unknown_key(cfg: Any, key: str) -> str:
             return f"{key}: no such key {where} (did you mean {suggestion!r}?)"
         known = f"; keys there: {', '.join(choices)}" if choices else ""
         return f"{key}: no such key {where}{known}"
-    return f"{key}: cannot be set this way"
+    m = STRUCT_KEY.search(str(cause or ""))
+    if m:  # key={...}: Hydra merges the mapping into the existing one, which has no such key
+        return (f"{key}: a {{...}} value is merged into the existing {key}, which has no key {m.group(1)!r}; "
+                f"set its keys one by one ({key}.KEY=VALUE) or pick a preset of the group")
+    detail = " ".join(str(cause).split("\n")[0].split()) if cause is not None else ""
+    return f"{key}: cannot be set this way{': ' + detail if detail else ''}"
 
 
 def _stage_param_message(cfg: Any, stage: str, param: str) -> str:

@@ -12,11 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from etalon.core.arrivals import ClosedLoop
-from etalon.core.calibration import engine_latency
+from etalon.core.calibration import decode_step_s, engine_latency, usable_points
 from etalon.core.lengths import FixedLengths
 from etalon.stages.base import StageContext, StageError, StageResult
 from etalon.stages.benchmark import measure, resolve_slo
@@ -43,7 +42,17 @@ def run(ctx: StageContext, *, prompt_tokens: list[int] = (64, 128, 256, 512), re
     batches = sorted({int(b) for b in batch_sizes if 1 <= int(b) <= seqs})
     slo = resolve_slo(ctx)
     prefill = [(p, t) for p in prompt_tokens for t in _prefill_ttfts(ctx, slo, int(p), repetitions)]
-    decode = [_decode_point(ctx, slo, b, int(p), decode_output_tokens) for b in batches for p in decode_prompt_tokens]
+    decode = [_decode_point(ctx, slo, b, int(p), decode_output_tokens, repetitions)
+              for b in batches for p in decode_prompt_tokens]
+    prefill, dropped_prefill = usable_points(prefill)
+    decode, dropped_decode = usable_points(decode)
+    for name, dropped in (("prefill", dropped_prefill), ("decode", dropped_decode)):
+        if dropped:
+            log.warning("calibrate: dropped %d %s point(s) with no measurable duration: %s", len(dropped), name,
+                        dropped)
+    if len({p for p, _ in prefill}) < 2 or len(decode) < 3:
+        raise StageError(f"calibrate: too few usable points to fit ({len(prefill)} prefill, {len(decode)} decode); "
+                         "the server streamed no timed tokens (see the stage's records)")
     latency = engine_latency(prefill, decode)
     sim = {"scheduler": "chunked", "max_num_seqs": int(seqs), "kv_cache_tokens": int(kv_cache_tokens),
            "max_num_batched_tokens": int(max(max_num_batched_tokens, seqs)), "latency": latency}
@@ -77,17 +86,18 @@ def _prefill_ttfts(ctx: StageContext, slo: Any, prompt: int, repetitions: int) -
     return [float(x) for x in (t.first_token_ns - t.sent_ns) / 1e9]
 
 
-def _decode_point(ctx: StageContext, slo: Any, batch: int, prompt: int, output: int) -> tuple[float, float, float]:
-    """(B, summed context at the median gap, median TBT) of one wave of B requests sent together."""
+def _decode_point(ctx: StageContext, slo: Any, batch: int, prompt: int, output: int,
+                  waves: int) -> tuple[float, float, float]:
+    """(B, summed context at the median step, median decode step in s; NaN if none) of ``waves``
+    waves of B concurrent requests, after one warm-up wave (a server's first batch of a new size
+    is slow: kernels, allocations)."""
     m = measure(ctx, arrival=ClosedLoop(concurrency=batch), lengths=FixedLengths(prompt, output),
-                out_dir=ctx.stage_dir / f"decode_b{batch}_p{prompt}", slo=slo, num_requests=batch, warmup_requests=0)
-    t = m.table.select(m.table.ok)
-    gaps = [np.diff(t.token_ns[t.token_offsets[i]:t.token_offsets[i + 1]]) for i in range(len(t))]
-    pooled = np.concatenate([g for g in gaps if g.size]) if gaps else np.array([])
-    if pooled.size == 0:
-        raise StageError(f"calibrate: the decode profile at batch {batch} produced no token gaps")
-    # the median gap attends to each prompt plus about half of its output
-    return float(batch), float(batch * (prompt + output / 2)), float(np.median(pooled) / 1e9)
+                out_dir=ctx.stage_dir / f"decode_b{batch}_p{prompt}", slo=slo, num_requests=batch * waves,
+                warmup_requests=batch)
+    t = m.table.select(~m.table.warmup & m.table.ok)
+    step = decode_step_s(t.token_ns, t.token_offsets) if len(t) else None
+    # the median step attends to each prompt plus about half of its output
+    return float(batch), float(batch * (prompt + output / 2)), float("nan") if step is None else step
 
 
 def twin_overrides(sim: dict[str, Any]) -> list[str]:

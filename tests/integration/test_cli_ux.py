@@ -36,6 +36,9 @@ def _one_error_line(stderr: str) -> str:
         (("+experiment=quikstart",), "experiment=quikstart: no such preset (did you mean 'quickstart'?)"),
         (("workload.num_requests=100000000000",), "workload.num_requests: must be in [1, 10,000,000]"),
         (("experiment_name=../../escape",), "experiment_name: '../../escape' cannot name a run directory"),
+        (("workload.lengths={_target_:etalon.core.lengths.FixedLengths,prompt_tokens:128}",),
+         "workload.lengths: a {...} value is merged into the existing workload.lengths, which has no key "
+         "'prompt_tokens'"),
         (("workload.num_requests=many",), "workload.num_requests=many: Value 'many' of type 'str' could not"),
     ],
 )

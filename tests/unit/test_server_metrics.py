@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from etalon.core.calibration import engine_latency, fit_decode, fit_prefill_linear
+from etalon.core.calibration import decode_step_s, engine_latency, fit_decode, fit_prefill_linear, usable_points
 from etalon.core.health import endpoint_gone
 from etalon.core.records import RequestRecord
 from etalon.core.server_metrics import (
@@ -95,3 +95,23 @@ def test_calibration_fits_recover_known_coefficients() -> None:
     assert fit_prefill_linear(prefill) == pytest.approx((0.01, 5e-5), rel=1e-6)
     latency = engine_latency(prefill, decode)
     assert latency["per_prefill_token_s"] == pytest.approx(5e-5 - ctx, rel=1e-6)
+
+
+def test_decode_step_reads_windows_so_coalesced_chunks_do_not_bias_it() -> None:
+    ms = 1_000_000
+    # 10 ms steps; every other pair of tokens arrives in one chunk (gaps 0, 20, 0, 20, ...): the
+    # median gap would be 0 or 20 ms, a 4-token window's mean is exactly 10 ms.
+    coalesced = [0, 0, 20, 20, 40, 40, 60, 60, 80, 80, 100]
+    # a second request whose third step carried another request's prefill (+50 ms)
+    stalled = [0, 10, 20, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180]
+    token_ns = np.array(coalesced + stalled, dtype=np.int64) * ms
+    offsets = np.array([0, len(coalesced), len(coalesced) + len(stalled)])
+    assert decode_step_s(token_ns, offsets) == pytest.approx(0.010)
+    # no request has more than 4 tokens, or every token came at once: nothing to measure
+    assert decode_step_s(np.array([0, 1, 2, 3]) * ms, np.array([0, 4])) is None
+    assert decode_step_s(np.zeros(6, dtype=np.int64), np.array([0, 6])) is None
+
+
+def test_points_without_a_measurable_duration_are_dropped() -> None:
+    kept, dropped = usable_points([(1.0, 64.0, 0.01), (2.0, 128.0, float("nan")), (4.0, 256.0, 0.0)])
+    assert kept == [(1.0, 64.0, 0.01)] and len(dropped) == 2
