@@ -19,12 +19,15 @@ class SimConfigError(ValueError):
 @dataclass
 class LatencyConfig:
     """Latency model. Engine step time = overhead + per_prefill_token*P + per_decode_seq*D +
-    per_context_token*C; the ``ttft_*``/``tbt_s`` fields drive only the ``independent`` scheduler."""
+    per_context_token*C + per_new_seq*N (N: sequences whose first prefill chunk is in the step:
+    request handling that holds the engine back, as tokenizing and admitting a request does on a
+    CPU host); the ``ttft_*``/``tbt_s`` fields drive only the ``independent`` scheduler."""
 
     step_overhead_s: float = 0.0
     per_prefill_token_s: float = 0.0
     per_decode_seq_s: float = 0.0
     per_context_token_s: float = 0.0
+    per_new_seq_s: float = 0.0
     ttft_base_s: float = 0.05
     ttft_per_prompt_token_s: float = 0.00002
     tbt_s: float = 0.02

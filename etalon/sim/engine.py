@@ -61,6 +61,7 @@ class StepPlan:
     prefill_tokens: int = 0
     decode_seqs: int = 0
     context_tokens: int = 0
+    new_seqs: int = 0
     preempted_ids: list[int] = field(default_factory=list)
 
     def add(self, seq: Sequence, num_tokens: int) -> None:
@@ -68,6 +69,8 @@ class StepPlan:
             self.decode_seqs += 1
         else:
             self.prefill_tokens += num_tokens
+            if seq.generated_tokens == 0 and seq.computed_tokens == (seq.cached_tokens or 0):
+                self.new_seqs += 1  # its first prefill chunk
         # KV read by attention: the sequence's whole context after this step's tokens.
         self.context_tokens += seq.computed_tokens + num_tokens
         self.items.append((seq, num_tokens))
@@ -84,13 +87,15 @@ class TokenEvent:
 
 
 def step_time_s(plan: StepPlan, latency: LatencyConfig) -> float:
-    """Modelled step duration in seconds: overhead + prefill tokens + decode seqs + context read."""
+    """Modelled step duration in seconds: overhead + prefill tokens + decode seqs + context read
+    + sequences started."""
     if not plan.items:
         return 0.0
     return (latency.step_overhead_s
             + latency.per_prefill_token_s * plan.prefill_tokens
             + latency.per_decode_seq_s * plan.decode_seqs
-            + latency.per_context_token_s * plan.context_tokens)
+            + latency.per_context_token_s * plan.context_tokens
+            + latency.per_new_seq_s * plan.new_seqs)
 
 
 class EngineCore:

@@ -1,7 +1,8 @@
 """Calibrate the simulator into a twin of the server under test, and compare their capacities.
 
-``run``: profile prefill (lone requests at several prompt lengths) and decode (B concurrent
-requests at several batch sizes and two prompt lengths), fit the engine latency model
+``run``: profile prefill (lone requests at several prompt lengths), decode (B concurrent
+requests at several batch sizes and two prompt lengths) and the throughput of a saturated closed
+loop at the batch limit (the per-request cost), fit the engine latency model
 (etalon.core.calibration), write a ``conf/sim``-style preset. ``twin_capacity``: the same capacity
 search on a simulator launched with that preset, and the ratio twin / real.
 """
@@ -15,8 +16,10 @@ from typing import Any
 import orjson
 
 from etalon.core.arrivals import ClosedLoop
-from etalon.core.calibration import decode_step_s, engine_latency, usable_points
+from etalon.core.calibration import (decode_step_s, engine_latency, fit_per_new_seq, fit_prefill_linear,
+                                     usable_points)
 from etalon.core.lengths import FixedLengths
+from etalon.core.probe_checks import fitted_rate_rps
 from etalon.stages.base import StageContext, StageError, StageResult
 from etalon.stages.benchmark import measure, resolve_slo
 
@@ -25,13 +28,16 @@ log = logging.getLogger("etalon")
 PRESET_FILE = "twin_sim.yaml"
 RESULT_FILE = "twin_vs_real.json"
 DEFAULT_MAX_NUM_SEQS = 256
+SATURATION_WAVES = 4  # at least this many waves of max_num_seqs requests measure the throughput
 
 
 def run(ctx: StageContext, *, prompt_tokens: list[int] = (64, 128, 256, 512), repetitions: int = 3,  # type: ignore[assignment]
         batch_sizes: list[int] = (1, 2, 4, 8), decode_prompt_tokens: list[int] = (64, 512),  # type: ignore[assignment]
         decode_output_tokens: int = 32, max_num_seqs: int | None = None, max_num_batched_tokens: int = 2048,
         kv_cache_tokens: int = 1_000_000, preset_path: str | None = None) -> StageResult:
-    """Profile the endpoint, fit the twin's latency model, write its preset.
+    """Profile the endpoint, fit the twin's latency model, write its preset. Every measurement
+    draws its own prompt text: with one seed, a 128-token prompt would start with the 64-token one
+    of the step before, and a prefix-caching server would prefill only the difference.
 
     ``max_num_seqs``: the server's batch limit; null takes the launched template's
     ``server.args.max_num_seqs`` (or the simulator's own), else 256. Batch sizes above it are
@@ -54,6 +60,10 @@ def run(ctx: StageContext, *, prompt_tokens: list[int] = (64, 128, 256, 512), re
         raise StageError(f"calibrate: too few usable points to fit ({len(prefill)} prefill, {len(decode)} decode); "
                          "the server streamed no timed tokens (see the stage's records)")
     latency = engine_latency(prefill, decode)
+    saturation = _saturation_point(ctx, slo, int(seqs), int(decode_prompt_tokens[0]), decode_output_tokens,
+                                   max(repetitions, SATURATION_WAVES))
+    latency["per_new_seq_s"] = fit_per_new_seq(latency, int(seqs), int(decode_prompt_tokens[0]), decode_output_tokens,
+                                               saturation["throughput_rps"], fit_prefill_linear(prefill)[0])
     sim = {"scheduler": "chunked", "max_num_seqs": int(seqs), "kv_cache_tokens": int(kv_cache_tokens),
            "max_num_batched_tokens": int(max(max_num_batched_tokens, seqs)), "latency": latency}
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
@@ -61,11 +71,13 @@ def run(ctx: StageContext, *, prompt_tokens: list[int] = (64, 128, 256, 512), re
     if preset_path:
         paths.append(write_preset(Path(preset_path), sim, ctx.endpoint.base_url))
         log.info("calibrate: twin preset written to %s (use sim=%s)", preset_path, Path(preset_path).stem)
-    data = {"sim": sim, "overrides": twin_overrides(sim), "prefill_points": prefill, "decode_points": decode}
+    data = {"sim": sim, "overrides": twin_overrides(sim), "prefill_points": prefill, "decode_points": decode,
+            "saturation": saturation}
     (ctx.stage_dir / "calibration.json").write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     paths.append(ctx.stage_dir / "calibration.json")
     scalars = {f"twin_{k}": float(v) for k, v in latency.items()}
     scalars["twin_max_num_seqs"] = float(seqs)
+    scalars["calibration_saturation_rps"] = float(saturation["throughput_rps"])
     return StageResult(name=ctx.stage_name, stage_dir=ctx.stage_dir, scalars=scalars, data=data, artifacts=paths)
 
 
@@ -81,7 +93,8 @@ def declared_max_num_seqs(ctx: StageContext) -> int | None:
 
 def _prefill_ttfts(ctx: StageContext, slo: Any, prompt: int, repetitions: int) -> list[float]:
     m = measure(ctx, arrival=ClosedLoop(concurrency=1), lengths=FixedLengths(prompt, 1),
-                out_dir=ctx.stage_dir / f"prefill_{prompt}", slo=slo, num_requests=repetitions, warmup_requests=1)
+                out_dir=ctx.stage_dir / f"prefill_{prompt}", slo=slo, num_requests=repetitions, warmup_requests=1,
+                prompt_seed=ctx.prompt_seed("prefill", prompt))
     t = m.table.select(~m.table.warmup & m.table.ok)
     return [float(x) for x in (t.first_token_ns - t.sent_ns) / 1e9]
 
@@ -93,11 +106,25 @@ def _decode_point(ctx: StageContext, slo: Any, batch: int, prompt: int, output: 
     is slow: kernels, allocations)."""
     m = measure(ctx, arrival=ClosedLoop(concurrency=batch), lengths=FixedLengths(prompt, output),
                 out_dir=ctx.stage_dir / f"decode_b{batch}_p{prompt}", slo=slo, num_requests=batch * waves,
-                warmup_requests=batch)
+                warmup_requests=batch, prompt_seed=ctx.prompt_seed("decode", batch, prompt))
     t = m.table.select(~m.table.warmup & m.table.ok)
     step = decode_step_s(t.token_ns, t.token_offsets) if len(t) else None
     # the median step attends to each prompt plus about half of its output
     return float(batch), float(batch * (prompt + output / 2)), float("nan") if step is None else step
+
+
+def _saturation_point(ctx: StageContext, slo: Any, seqs: int, prompt: int, output: int,
+                      waves: int) -> dict[str, float]:
+    """Completed requests per second of a closed loop of ``seqs`` users (the batch limit: the engine
+    never idles), after one warm-up wave."""
+    m = measure(ctx, arrival=ClosedLoop(concurrency=seqs), lengths=FixedLengths(prompt, output),
+                out_dir=ctx.stage_dir / f"saturation_b{seqs}_p{prompt}", slo=slo, num_requests=seqs * waves,
+                warmup_requests=seqs, prompt_seed=ctx.prompt_seed("saturation", seqs, prompt))
+    t = m.table.select(~m.table.warmup & m.table.ok)
+    rate = fitted_rate_rps(t.end_ns) if len(t) else float("nan")
+    if not rate > 0:
+        raise StageError(f"calibrate: the saturation run ({seqs} users) completed too few requests to measure a rate")
+    return {"batch": seqs, "prompt_tokens": prompt, "output_tokens": output, "throughput_rps": rate}
 
 
 def twin_overrides(sim: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.integration.etalon_cli import run_cli
@@ -48,11 +49,18 @@ def test_twin_calibrated_against_a_known_sim_has_the_same_capacity(tmp_path: Pat
     run = run_cli(tmp_path, "+experiment=calibrate_sim", "client=local", "tracking=none", timeout_s=600)
     assert run.returncode == 0, run.stderr[-3000:]
     fitted = json.loads((run.run_dir / "calibrate" / "calibration.json").read_text())["sim"]
-    # the target is conf/sim/small_engine.yaml: 12 ms step overhead, 4 ms per decoding sequence, 4 sequences
+    # the target is conf/sim/small_engine.yaml (12 ms step overhead, 4 ms per decoding sequence, 4
+    # sequences) plus 20 ms per request started
     assert fitted["max_num_seqs"] == 4
     # coefficients are only sane here (timers on a loaded machine run late); the capacity is the check
     assert fitted["latency"]["per_decode_seq_s"] == pytest.approx(0.004, rel=0.5)
     assert fitted["latency"]["step_overhead_s"] == pytest.approx(0.012, rel=0.5)
+    assert fitted["latency"]["per_new_seq_s"] == pytest.approx(0.02, rel=0.5)
+    # each profile point draws fresh prompts, so the sim's prefix cache never shortens a prefill
+    cached = [orjson.loads(line).get("cached_tokens") for path in (run.run_dir / "calibrate").rglob("records.jsonl")
+              for line in path.read_bytes().splitlines() if line.strip()]
+    assert cached and all(c == 0 for c in cached), sorted(set(cached))
+    assert fitted["latency"]["per_prefill_token_s"] == pytest.approx(1e-4, rel=0.2)
     result = json.loads((run.run_dir / "twin_capacity" / "twin_vs_real.json").read_text())
     assert result["real"] and result["twin"]
     assert result["twin_over_real"] == pytest.approx(1.0, abs=0.05)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from etalon.core.calibration import decode_step_s, engine_latency, fit_decode, fit_prefill_linear, usable_points
+from etalon.core.calibration import (decode_step_s, engine_latency, fit_decode, fit_per_new_seq, fit_prefill_linear,
+                                     modelled_request_s, usable_points)
 from etalon.core.health import endpoint_gone
 from etalon.core.records import RequestRecord
 from etalon.core.server_metrics import (
@@ -115,3 +116,17 @@ def test_decode_step_reads_windows_so_coalesced_chunks_do_not_bias_it() -> None:
 def test_points_without_a_measurable_duration_are_dropped() -> None:
     kept, dropped = usable_points([(1.0, 64.0, 0.01), (2.0, 128.0, float("nan")), (4.0, 256.0, 0.0)])
     assert kept == [(1.0, 64.0, 0.01)] and len(dropped) == 2
+
+
+def test_per_new_seq_is_what_the_step_model_leaves_of_a_saturated_engines_time() -> None:
+    latency = {"step_overhead_s": 0.008, "per_prefill_token_s": 3e-5, "per_decode_seq_s": 4e-4,
+               "per_context_token_s": 1e-6}
+    # by hand, batch 16, 64 + 32 tokens: 0.008 * 2 + 4e-4 * 31 + 3e-5 * 64 + 1e-6 * 32 * 80 = 0.03288 s
+    assert modelled_request_s(latency, 16, 64, 32) == pytest.approx(0.03288)
+    saturated = 1 / (0.03288 + 0.005)
+    assert fit_per_new_seq(latency, 16, 64, 32, saturated, 0.05) == pytest.approx(0.005)  # 5 ms < 50 - 8
+    # a lone request's TTFT intercept of 11 ms leaves 3 ms above the step overhead: the lower bound wins
+    assert fit_per_new_seq(latency, 16, 64, 32, saturated, 0.011) == pytest.approx(0.003)
+    assert fit_per_new_seq(latency, 16, 64, 32, 40.0, 0.05) == 0.0  # faster than the model: no negative cost
+    with pytest.raises(ValueError, match="throughput"):
+        fit_per_new_seq(latency, 16, 64, 32, float("nan"), 0.05)

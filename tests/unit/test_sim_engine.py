@@ -106,6 +106,22 @@ def test_step_time_is_the_linear_latency_model() -> None:
     plan.items.append((None, 0))  # type: ignore[arg-type]
     assert step_time_s(plan, latency) == pytest.approx(0.01 + 0.01 + 0.004 + 0.001)
     assert step_time_s(StepPlan(), latency) == 0.0
+    started = StepPlan(prefill_tokens=100, decode_seqs=4, context_tokens=1000, new_seqs=2)
+    started.items.append((None, 0))  # type: ignore[arg-type]
+    assert step_time_s(started, LatencyConfig(per_new_seq_s=0.003)) == pytest.approx(0.006)
+
+
+def test_a_sequence_counts_as_new_only_in_its_first_prefill_chunk() -> None:
+    core = EngineCore("chunked", 4, 64, 10_000, 16)
+    core.add(0, 100, 2)
+    core.add(1, 10, 2)
+    counts = []
+    for _ in range(4):
+        plan = core.schedule()
+        counts.append(plan.new_seqs)
+        core.commit(plan)
+    # step 1: seq 0's first chunk; step 2: seq 0's second chunk and seq 1's only one; then decodes
+    assert counts == [1, 1, 0, 0]
 
 
 def test_sequence_that_never_fits_is_rejected() -> None:
