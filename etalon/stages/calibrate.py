@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from etalon.core.arrivals import ClosedLoop
-from etalon.core.calibration import (decode_step_s, engine_latency, fit_per_new_seq, fit_prefill_linear,
+from etalon.core.calibration import (DECODE_WINDOW, decode_step_s, engine_latency, fit_per_new_seq, fit_prefill_linear,
                                      usable_points)
 from etalon.core.lengths import FixedLengths
 from etalon.core.probe_checks import fitted_rate_rps
@@ -42,8 +42,9 @@ def run(ctx: StageContext, *, prompt_tokens: list[int] = (64, 128, 256, 512), re
     ``max_num_seqs``: the server's batch limit; null takes the launched template's
     ``server.args.max_num_seqs`` (or the simulator's own), else 256. Batch sizes above it are
     not profiled (a capped batch would bias the fit)."""
-    if repetitions < 1 or decode_output_tokens < 4 or not prompt_tokens or not batch_sizes:
-        raise StageError("calibrate: needs repetitions >= 1, decode_output_tokens >= 4, prompt_tokens and batch_sizes")
+    if repetitions < 1 or decode_output_tokens < 2 * DECODE_WINDOW or not prompt_tokens or not batch_sizes or not decode_prompt_tokens:
+        raise StageError(f"calibrate: needs repetitions >= 1, decode_output_tokens >= {2 * DECODE_WINDOW} (steps are "
+                         f"read over {DECODE_WINDOW}-token windows), prompt_tokens, batch_sizes and decode_prompt_tokens")
     seqs = max_num_seqs or declared_max_num_seqs(ctx) or DEFAULT_MAX_NUM_SEQS
     batches = sorted({int(b) for b in batch_sizes if 1 <= int(b) <= seqs})
     slo = resolve_slo(ctx)
