@@ -17,36 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-import numpy as np
-import orjson
-
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_DIR))
 
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"simulator not healthy at {url} after {timeout_s} s")
+from etalon.runner.launch import pick_free_port  # noqa: E402
+from etalon.runner.server import wait_for_health  # noqa: E402
 
 
 def cores(pinned: bool) -> tuple[list[str], list[str]]:
@@ -69,13 +52,13 @@ def lags_ms(records: Path) -> np.ndarray:
 
 def one_run(pinned: bool, sessions: int, turns: int, think_s: float) -> np.ndarray:
     sim_prefix, etalon_prefix = cores(pinned)
-    port = free_port()
+    port = pick_free_port()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR), "RAY_USAGE_STATS_ENABLED": "0"}
     sim = subprocess.Popen([*sim_prefix, sys.executable, "-m", "etalon.sim", "serve", "--preset", "tiny_engine",
                             "--host", "127.0.0.1", "--port", str(port)], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/health")
+        wait_for_health(f"http://127.0.0.1:{port}/health", 60.0, sim)
         with tempfile.TemporaryDirectory() as tmp:
             args = [*etalon_prefix, sys.executable, "-m", "etalon.main", "workload=multi_turn", "model=etalon_sim",
                     "endpoint=openai_chat", f"endpoint.base_url=http://127.0.0.1:{port}/v1", "client=local",

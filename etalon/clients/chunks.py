@@ -21,8 +21,9 @@ count, the tokenizer's count or the number of chunks is used, the claim stays in
 Without any usage (llama.cpp's server streams none) a stream that ends with ``finish_reason``
 "length" is the server saying it generated exactly ``max_tokens`` tokens by its own tokenizer: that
 count is used (``finish_length``) when it is possible (no more chunks than it, no more than the
-plausible limit) and no usage claim of the stream was rejected. Re-tokenizing the text instead miscounts whenever the text does not round-trip
-through the tokenizer (random-weight models, byte fallback: 30-35 counted for 32 generated).
+plausible limit) and no usage claim of the stream was rejected. Re-tokenizing the text instead
+miscounts whenever the text does not round-trip through the tokenizer (random-weight models, byte
+fallback: 30-35 counted for 32 generated).
 """
 
 from __future__ import annotations

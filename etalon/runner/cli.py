@@ -90,9 +90,8 @@ def _composition(exc: BaseException) -> str:
     text = str(exc)
     m = OVERRIDE_KEY.search(text)
     if m is None:
-        first = " ".join(text.split("\n")[0].split())
-        cause = exc.__cause__
-        detail = " ".join(str(cause).split("\n")[0].split()) if cause is not None else ""
+        first = _first_line(exc)
+        detail = _first_line(exc.__cause__)
         return f"{first.removeprefix('Error merging override ')}: {detail}" if detail else first
     return unknown_key_message(m.group(1), exc.__cause__)
 
@@ -133,8 +132,13 @@ def describe_unknown_key(cfg: Any, key: str, cause: BaseException | None = None)
     if m:  # key={...}: Hydra merges the mapping into the existing one, which has no such key
         return (f"{key}: a {{...}} value is merged into the existing {key}, which has no key {m.group(1)!r}; "
                 f"set its keys one by one ({key}.KEY=VALUE) or pick a preset of the group")
-    detail = " ".join(str(cause).split("\n")[0].split()) if cause is not None else ""
+    detail = _first_line(cause)
     return f"{key}: cannot be set this way{': ' + detail if detail else ''}"
+
+
+def _first_line(exc: BaseException | None) -> str:
+    """An exception's first line with its whitespace collapsed ('' for None)."""
+    return " ".join(str(exc).split("\n")[0].split()) if exc is not None else ""
 
 
 def _stage_param_message(cfg: Any, stage: str, param: str) -> str:
