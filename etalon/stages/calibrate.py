@@ -42,9 +42,11 @@ def run(ctx: StageContext, *, prompt_tokens: list[int] = (64, 128, 256, 512), re
     ``max_num_seqs``: the server's batch limit; null takes the launched template's
     ``server.args.max_num_seqs`` (or the simulator's own), else 256. Batch sizes above it are
     not profiled (a capped batch would bias the fit)."""
-    if repetitions < 1 or decode_output_tokens < 2 * DECODE_WINDOW or not prompt_tokens or not batch_sizes or not decode_prompt_tokens:
+    if repetitions < 1 or decode_output_tokens < 2 * DECODE_WINDOW or not (prompt_tokens and batch_sizes
+                                                                            and decode_prompt_tokens):
         raise StageError(f"calibrate: needs repetitions >= 1, decode_output_tokens >= {2 * DECODE_WINDOW} (steps are "
-                         f"read over {DECODE_WINDOW}-token windows), prompt_tokens, batch_sizes and decode_prompt_tokens")
+                         f"read over {DECODE_WINDOW}-token windows), prompt_tokens, batch_sizes and "
+                         "decode_prompt_tokens")
     seqs = max_num_seqs or declared_max_num_seqs(ctx) or DEFAULT_MAX_NUM_SEQS
     batches = sorted({int(b) for b in batch_sizes if 1 <= int(b) <= seqs})
     slo = resolve_slo(ctx)
@@ -61,10 +63,10 @@ def run(ctx: StageContext, *, prompt_tokens: list[int] = (64, 128, 256, 512), re
         raise StageError(f"calibrate: too few usable points to fit ({len(prefill)} prefill, {len(decode)} decode); "
                          "the server streamed no timed tokens (see the stage's records)")
     latency = engine_latency(prefill, decode)
-    saturation = _saturation_point(ctx, slo, int(seqs), int(decode_prompt_tokens[0]), decode_output_tokens,
-                                   max(repetitions, SATURATION_WAVES))
-    latency["per_new_seq_s"] = fit_per_new_seq(latency, int(seqs), int(decode_prompt_tokens[0]), decode_output_tokens,
-                                               saturation["throughput_rps"], fit_prefill_linear(prefill)[0])
+    full = (int(seqs), int(decode_prompt_tokens[0]), decode_output_tokens)  # batch, prompt, output
+    saturation = _saturation_point(ctx, slo, *full, max(repetitions, SATURATION_WAVES))
+    latency["per_new_seq_s"] = fit_per_new_seq(latency, *full, saturation["throughput_rps"],
+                                               fit_prefill_linear(prefill)[0])
     sim = {"scheduler": "chunked", "max_num_seqs": int(seqs), "kv_cache_tokens": int(kv_cache_tokens),
            "max_num_batched_tokens": int(max(max_num_batched_tokens, seqs)), "latency": latency}
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
