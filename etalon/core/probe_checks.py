@@ -11,14 +11,19 @@ import numpy as np
 from etalon.core.records import RecordTable
 
 MIN_REQUESTS_FLOOR = 20
-# The wait for the first token may grow by QUEUE_GROWTH_FACTOR x plus this much between the middle
-# and the last third of a probe before the queue counts as growing: short waits are noisy.
+# A growing queue is a wait for the first token that trends upwards through the probe after its
+# ramp, clearly (a one-sided 99% t-test of the slope of batch medians against their own scatter)
+# and materially (a rise of more than QUEUE_GROWTH_FRACTION of the starting wait plus
+# QUEUE_WAIT_SLACK_S over the window). A fixed ratio between thirds (the rule before) fired on
+# noise: a burst of slow steps on a shared host lifts one third's median as much as a queue does.
 QUEUE_WAIT_SLACK_S = 0.05
-QUEUE_GROWTH_FACTOR = 1.5
-# Fewer measured requests than this (10 per third) and the thirds' medians are noise, not a queue:
-# a 15-request probe on CPU vLLM beside other work was vetoed at 1 rps (58 -> 296 ms).
+QUEUE_GROWTH_FRACTION = 0.5
+# Fewer measured requests than this and the batches' medians are noise, not a queue: a 15-request
+# probe on CPU vLLM beside other work was vetoed at 1 rps (58 -> 296 ms).
 QUEUE_MIN_REQUESTS = 30
-
+QUEUE_BATCH_MIN, QUEUE_BATCHES_MAX = 3, 10
+# One-sided 99% critical values of Student's t by degrees of freedom (batches - 2).
+_T99 = {2: 6.965, 3: 4.541, 4: 3.747, 5: 3.365, 6: 3.143, 7: 2.998, 8: 2.896}
 
 def default_min_requests(quantile: float) -> int:
     """Fewest measured requests for the SLO's ``quantile`` to mean something: at least one request
@@ -59,10 +64,52 @@ def latency_spread_fraction(table: RecordTable) -> float:
     return float(np.percentile(early, 90) - np.percentile(early, 10)) / span if span > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class Trend:
+    """A line through batch medians: ``slope`` per second, its t statistic against the medians'
+    scatter about the line, the fitted values at the first and last batch."""
+
+    slope: float
+    t: float
+    first: float
+    last: float
+    batches: int
+
+    @property
+    def significant(self) -> bool:
+        """One-sided, at 99%: the values rise, beyond what their scatter explains."""
+        return self.t > _T99[min(self.batches - 2, max(_T99))]
+
+
+def batch_trend(at_s: np.ndarray, values: np.ndarray) -> Trend | None:
+    """The trend of ``values`` (in ``at_s`` order) cut into up to 10 batches of at least 3: the
+    slope of the batch medians against the batches' mean times, tested against the scatter of the
+    medians about that line, so a level that jumps about (host noise, a burst of long prompts) is
+    not a trend while a queue growing at any rate is. None with fewer than 4 batches or no spread."""
+    batches = int(min(QUEUE_BATCHES_MAX, values.size // QUEUE_BATCH_MIN))
+    if batches < 4:
+        return None
+    bounds = np.linspace(0, values.size, batches + 1).astype(np.int64)
+    level = np.array([np.median(values[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])])
+    at = np.array([at_s[lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:])])
+    at_dev = at - at.mean()
+    sxx = float(at_dev @ at_dev)
+    if sxx <= 0:
+        return None
+    slope = float(at_dev @ (level - level.mean())) / sxx
+    residual = level - level.mean() - slope * at_dev
+    scatter = math.sqrt(float(residual @ residual) / (batches - 2))
+    t = math.copysign(math.inf, slope) if scatter == 0 else slope / (scatter / math.sqrt(sxx))
+    return Trend(slope=slope, t=t, first=float(level.mean() + slope * at_dev[0]),
+                 last=float(level.mean() + slope * at_dev[-1]), batches=batches)
+
+
 def growing_queue(table: RecordTable) -> str | None:
     """A reason when the wait for the first token, counted from each measured request's planned
-    send, is clearly longer in the last third of the probe than in the middle third (the first
-    third is the ramp from idle): the endpoint falls further behind for as long as the load lasts.
+    send, trends clearly and materially upwards through the probe after its ramp (the first third,
+    from idle, is left out): the endpoint falls further behind for as long as the load lasts.
+    Clearly: ``batch_trend`` is significant; materially: the fitted rise over the window is more
+    than QUEUE_GROWTH_FRACTION of the starting wait plus QUEUE_WAIT_SLACK_S.
 
     The wait, not the in-flight count: by Little's law in-flight requests also follow the arrival
     rate, and a seeded Poisson sample (scaled to every rate of a search) may send its last third
@@ -73,12 +120,15 @@ def growing_queue(table: RecordTable) -> str | None:
     if sched.size < QUEUE_MIN_REQUESTS:
         return None
     order = np.argsort(sched, kind="stable")
-    wait_s = (table.first_token_ns[measured] - sched)[order] / 1e9
-    third = wait_s.size // 3
-    middle, last = float(np.median(wait_s[third:2 * third])), float(np.median(wait_s[2 * third:]))
-    if last > QUEUE_GROWTH_FACTOR * middle + QUEUE_WAIT_SLACK_S:
-        return (f"queue grows: median wait for the first token {middle * 1e3:.0f} -> {last * 1e3:.0f} ms from the "
-                "middle to the last third")
+    start = sched.size // 3
+    wait_s = ((table.first_token_ns[measured] - sched)[order] / 1e9)[start:]
+    trend = batch_trend((sched[order] / 1e9)[start:], wait_s)
+    if trend is None or not trend.significant:
+        return None
+    first = max(trend.first, 0.0)
+    if trend.last - first > QUEUE_GROWTH_FRACTION * first + QUEUE_WAIT_SLACK_S:
+        return (f"queue grows: the wait for the first token rises {first * 1e3:.0f} -> {trend.last * 1e3:.0f} ms "
+                f"through the probe (trend t = {min(trend.t, 999):.1f} over {trend.batches} batches)")
     return None
 
 
@@ -126,5 +176,5 @@ def check_probe(table: RecordTable, *, min_requests: int, open_loop: bool) -> Pr
     )
 
 
-__all__ = ["ProbeChecks", "check_probe", "default_min_requests", "fitted_rate_rps", "growing_queue",
+__all__ = ["ProbeChecks", "Trend", "batch_trend", "check_probe", "default_min_requests", "fitted_rate_rps", "growing_queue",
            "latency_spread_fraction"]

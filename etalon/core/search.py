@@ -8,6 +8,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from etalon.core.probe_checks import batch_trend
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -219,7 +221,9 @@ def runaway_queue(
     so the least-squares slope of TTFT on send time estimates rate / capacity - 1. The run is
     declared runaway when the slope exceeds ``slope_limit`` and the fitted growth over the window
     is more than ``growth_factor`` times the median TTFT of its first quarter (so ordinary
-    jitter on a fast endpoint never trips it). Rows with no first token (-1) are skipped.
+    jitter on a fast endpoint never trips it), and the rise is a trend beyond the scatter of the
+    TTFTs (``batch_trend``: a burst of slow steps on a noisy host stopped short probes on vLLM
+    well below its capacity). Rows with no first token (-1) are skipped.
     """
     done = first_token_ns >= 0
     if int(np.count_nonzero(done)) < min_requests:
@@ -235,6 +239,9 @@ def runaway_queue(
     early_s = float(np.median(ttft_s[: max(len(ttft_s) // 4, 1)]))
     growth_s = slope * span_s
     if slope > slope_limit and growth_s > growth_factor * early_s:
+        trend = batch_trend(t_s, ttft_s)
+        if trend is not None and not trend.significant:
+            return None
         return (
             f"queue grows without bound: TTFT rises {slope:.2f} s per s of sending "
             f"(+{growth_s:.2f} s over {span_s:.1f} s, from {early_s * 1e3:.0f} ms)"

@@ -109,8 +109,33 @@ def test_arrivals_that_speed_up_by_chance_are_not_a_growing_queue() -> None:
 
 
 def test_a_handful_of_requests_is_no_evidence_of_a_queue() -> None:
-    sched = np.arange(15) / 1.0  # 15 requests at 1 rps, the last five waited longer by chance
-    wait = np.array([0.06] * 10 + [0.3] * 5)
+    sched = np.arange(15) / 1.0  # 15 requests at 1 rps, the wait rising steadily
+    wait = 0.05 + 0.02 * np.arange(15)
     assert growing_queue(_table(sched, sched + wait + 0.1)) is None
-    sched = np.arange(30) / 1.0  # 30 with the same jump are judged
-    assert growing_queue(_table(sched, sched + np.array([0.06] * 20 + [0.3] * 10) + 0.1)) is not None
+    sched = np.arange(30) / 1.0  # 30 with the same rise are judged
+    assert growing_queue(_table(sched, sched + 0.05 + 0.02 * np.arange(30) + 0.1)) is not None
+
+
+def test_a_noisy_steady_wait_is_not_a_growing_queue() -> None:
+    """Host noise on a steady server: heavy-tailed waits and bursts of slow requests anywhere in the
+    probe (the old rule, last third's median > 1.5 x middle's + 50 ms, fired on such bursts)."""
+    rng = np.random.default_rng(7)
+    flagged = 0
+    for _ in range(200):
+        sched = np.sort(rng.uniform(0.0, 10.0, 200))
+        wait = rng.lognormal(np.log(0.08), 0.8, 200)
+        burst = rng.integers(60, 180)
+        wait[burst:burst + 20] += rng.uniform(0.1, 0.4)
+        flagged += growing_queue(_table(sched, sched + wait + 0.1)) is not None
+    assert flagged <= 4  # about 1% of steady probes by the test's own level, bursts and all
+
+
+def test_a_slowly_growing_queue_is_found() -> None:
+    """Offered 8% above what the server carries: the wait rises (1 - 1/1.08) s per second of the
+    probe, under the same heavy-tailed noise, and each probe is caught."""
+    rng = np.random.default_rng(8)
+    for _ in range(50):
+        sched = np.sort(rng.uniform(0.0, 20.0, 200))
+        wait = rng.lognormal(np.log(0.08), 0.8, 200) + (1 - 1 / 1.08) * sched
+        reason = growing_queue(_table(sched, sched + wait + 0.1))
+        assert reason is not None and reason.startswith("queue grows: the wait for the first token rises")

@@ -138,6 +138,21 @@ def test_runaway_queue_detects_overload_but_not_a_stable_queue():
     assert runaway_queue(s_ns[:10], s_ns[:10] + (overload[:10] * 1e9).astype(np.int64)) is None
 
 
+def test_a_late_stall_is_not_a_runaway_queue():
+    """24 requests at 4 rps, the last six stalled by 1.5 s (a noisy host, not a queue): the
+    least-squares slope (0.27 s/s) and growth pass the old thresholds, but batch medians show a
+    jump, not a trend; the same six rising steadily is a runaway."""
+    from etalon.core.search import runaway_queue
+
+    sched = np.arange(24) * 0.25
+    s_ns = (sched * 1e9).astype(np.int64)
+    stalled = np.full(24, 0.05)
+    stalled[18:] = 1.5
+    assert runaway_queue(s_ns, s_ns + (stalled * 1e9).astype(np.int64)) is None
+    rising = 0.05 + 0.5 * sched
+    assert runaway_queue(s_ns, s_ns + (rising * 1e9).astype(np.int64)) is not None
+
+
 def test_short_bracket_end_is_remeasured_at_full_length_and_a_false_pass_is_dropped():
     from etalon.core.search import ExpandBisectSearch, Probe, bracket
 
