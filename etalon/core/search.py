@@ -209,7 +209,7 @@ def runaway_queue(
     scheduled_ns: np.ndarray,
     first_token_ns: np.ndarray,
     *,
-    min_requests: int = 16,
+    min_requests: int = 32,
     slope_limit: float = 0.25,
     growth_factor: float = 4.0,
 ) -> str | None:
@@ -217,30 +217,37 @@ def runaway_queue(
     the planned send time: the offered load is above what the endpoint serves, so its queue
     grows for as long as the run lasts.
 
+    The first third of the requests with a first token is the ramp from idle (the batch fills,
+    TTFT rises at any load: on vLLM this stopped a probe at 24 rps that carried 26 by hand, after
+    16 requests; the ramp can outlast a third of so few, hence 32 after it by default) and is
+    left out of the slope and trend (not of the early median or the window whose growth the slope
+    predicts); the rest must hold ``min_requests``.
+
     In an overloaded FCFS server, a request planned at t waits about t * (rate / capacity - 1),
     so the least-squares slope of TTFT on send time estimates rate / capacity - 1. The run is
     declared runaway when the slope exceeds ``slope_limit`` and the fitted growth over the window
     is more than ``growth_factor`` times the median TTFT of its first quarter (so ordinary
     jitter on a fast endpoint never trips it), and the rise is a trend beyond the scatter of the
-    TTFTs (``batch_trend``: a burst of slow steps on a noisy host stopped short probes on vLLM
-    well below its capacity). Rows with no first token (-1) are skipped.
+    TTFTs in each half of the window (``batch_trend``; a burst of slow steps on a noisy host, a
+    jump in one half, stopped short probes on vLLM well below its capacity). Rows with no first token (-1) are skipped.
     """
     done = first_token_ns >= 0
-    if int(np.count_nonzero(done)) < min_requests:
-        return None
     t_s = scheduled_ns[done] / 1e9
     ttft_s = (first_token_ns[done] - scheduled_ns[done]) / 1e9
     order = np.argsort(t_s)
     t_s, ttft_s = t_s[order], ttft_s[order]
-    span_s = float(t_s[-1] - t_s[0])
-    if span_s <= 0:
+    early_s = float(np.median(ttft_s[: max(len(ttft_s) // 4, 1)]))
+    span_s = float(t_s[-1] - t_s[0]) if t_s.size else 0.0
+    ramp = t_s.size // 3  # the batch filling from idle: TTFT rises there at any load
+    t_s, ttft_s = t_s[ramp:], ttft_s[ramp:]
+    if t_s.size < min_requests or span_s <= 0 or t_s[-1] <= t_s[0]:
         return None
     slope = float(np.polyfit(t_s, ttft_s, 1)[0])
-    early_s = float(np.median(ttft_s[: max(len(ttft_s) // 4, 1)]))
     growth_s = slope * span_s
     if slope > slope_limit and growth_s > growth_factor * early_s:
-        trend = batch_trend(t_s, ttft_s)
-        if trend is not None and not trend.significant:
+        half = t_s.size // 2  # a queue rises through the window; a stall is a jump in one half
+        trends = (batch_trend(t_s[:half], ttft_s[:half]), batch_trend(t_s[half:], ttft_s[half:]))
+        if any(trend is not None and not trend.significant for trend in trends):
             return None
         return (
             f"queue grows without bound: TTFT rises {slope:.2f} s per s of sending "

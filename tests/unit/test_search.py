@@ -139,47 +139,31 @@ def test_runaway_queue_detects_overload_but_not_a_stable_queue():
 
 
 def test_a_late_stall_is_not_a_runaway_queue():
-    """24 requests at 4 rps, the last six stalled by 1.5 s (a noisy host, not a queue): the
-    least-squares slope (0.27 s/s) and growth pass the old thresholds, but batch medians show a
-    jump, not a trend; the same six rising steadily is a runaway."""
+    """60 requests at 10 rps, the last 15 stalled by 1.5 s (a noisy host, not a queue): the
+    least-squares slope and growth pass the thresholds, but batch medians show a jump, not a
+    trend; the same requests rising steadily are a runaway."""
     from etalon.core.search import runaway_queue
 
-    sched = np.arange(24) * 0.25
+    sched = np.arange(60) * 0.1
     s_ns = (sched * 1e9).astype(np.int64)
-    stalled = np.full(24, 0.05)
-    stalled[18:] = 1.5
+    stalled = np.full(60, 0.05)
+    stalled[45:] = 1.5
+    assert np.polyfit(sched[20:], stalled[20:], 1)[0] > 0.25
     assert runaway_queue(s_ns, s_ns + (stalled * 1e9).astype(np.int64)) is None
     rising = 0.05 + 0.5 * sched
     assert runaway_queue(s_ns, s_ns + (rising * 1e9).astype(np.int64)) is not None
 
 
-def test_short_bracket_end_is_remeasured_at_full_length_and_a_false_pass_is_dropped():
-    from etalon.core.search import ExpandBisectSearch, Probe, bracket
+def test_the_ramp_from_idle_is_not_a_runaway_queue():
+    """TTFT climbs from 50 to 500 ms while the batch fills, then holds (found on vLLM at 24 rps):
+    judged on any prefix of the probe, that is no runaway; the climb continuing is one."""
+    from etalon.core.search import runaway_queue
 
-    policy = ExpandBisectSearch(start_rate_rps=8.0, precision=0.05)
-    history = [Probe(8.0, True, short=True), Probe(16.0, True, short=True), Probe(32.0, True, short=True),
-               Probe(64.0, False, short=True)]
-    # No slope is trusted from short probes: plain bisection between 32 and 64.
-    assert policy.next_load(history) == 48.0
-    history += [Probe(load, False) for load in (48.0, 40.0, 36.0, 34.0, 33.0)]
-    assert bracket(history) == (history[2], history[-1])
-    assert policy.next_load(history) == 32.0  # converged on a short lo: re-measure it at full length
-    history.append(Probe(32.0, False))  # the short pass at 32 was false
-    lo, hi = bracket(history)
-    assert (lo.load, hi.load) == (16.0, 32.0)
-    assert policy.next_load(history) == 24.0
-    history.append(Probe(31.5, True))
-    assert policy.next_load(history) is None  # both ends full-length and 1.6 % apart: done
-
-
-def test_full_probes_failing_above_a_short_pass_remeasure_it_early():
-    """Two full narrowing probes failing just above a short pass make that pass suspect: it is
-    re-measured at full length at once, not after bisecting all the way down to it."""
-    policy = ExpandBisectSearch(start_rate_rps=8.0, precision=0.05)
-    history = [Probe(8.0, True, short=True), Probe(16.0, True, short=True), Probe(32.0, True, short=True),
-               Probe(64.0, False, short=True), Probe(48.0, False)]
-    assert policy.next_load(history) == 40.0  # one failure is no streak: narrow on
-    history.append(Probe(40.0, False))
-    assert policy.next_load(history) == 32.0  # two in a row: re-measure the short pass at 32
-    history.append(Probe(32.0, False))
-    assert bracket(history)[0].load == 16.0 and policy.next_load(history) == 24.0
+    sched = np.arange(120) / 20.0
+    s_ns = (sched * 1e9).astype(np.int64)
+    noise = np.random.default_rng(0).exponential(0.01, 120)
+    ramp = np.concatenate([np.full(4, 0.05), np.linspace(0.05, 0.5, 14), np.full(102, 0.5)]) + noise
+    for n in range(16, 121, 4):
+        assert runaway_queue(s_ns[:n], s_ns[:n] + (ramp[:n] * 1e9).astype(np.int64)) is None, n
+    climbing = 0.05 + 0.5 * sched + noise
+    assert runaway_queue(s_ns, s_ns + (climbing * 1e9).astype(np.int64)) is not None
