@@ -18,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from etalon.user_cache import user_cache_dir
+
 
 class TraceNotFoundError(ValueError):
     """The trace file is not anywhere etalon looks and cannot be downloaded; the message says where to put it."""
@@ -56,11 +58,7 @@ DOWNLOAD_TIMEOUT_S = 30.0
 
 def cache_dir() -> Path:
     """Where downloaded traces are kept."""
-    base = os.environ.get("ETALON_CACHE_DIR")
-    if base:
-        return Path(base).expanduser() / "traces"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "etalon" / "traces"
+    return user_cache_dir() / "traces"
 
 
 def resolve_trace(path: str | Path) -> Path:

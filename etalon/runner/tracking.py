@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 from etalon.config import TrackingConfig
 from etalon.core.redaction import redact_text
 from etalon.runner.stale_runs import fail_dead_runs, process_tags
+from etalon.runner.store_template import fresh_sqlite_db, save_template, seed_store
 from etalon.stages.base import NullTracker
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,12 @@ def _connect(tracking: TrackingConfig) -> tuple[Any, str] | None:
         # The first use of a fresh sqlite store creates and migrates its schema: two runs doing it
         # at once corrupt it ("duplicate column name"), so creation and migration hold a file lock.
         with store_lock(uri):
+            fresh = fresh_sqlite_db(uri)
+            seeded = fresh is not None and seed_store(fresh)
             client = MlflowClient(tracking_uri=uri)
-            experiment = client.get_experiment_by_name(tracking.experiment_name)
+            experiment = client.get_experiment_by_name(tracking.experiment_name)  # creates a fresh schema
+            if fresh is not None and not seeded:
+                save_template(fresh)
             if experiment is not None:
                 if EXPERIMENT_KIND_TAG not in experiment.tags:
                     client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
