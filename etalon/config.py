@@ -344,8 +344,8 @@ class EtalonConfig:
     confidence_level: float = 0.95
     bootstrap_replicates: int = 1000
     # Figures of each benchmark (latency CDFs and tails, token timelines, time series, server
-    # timeline) as PNG files and in the report; false skips them (faster sweeps and CI gates; the
-    # capacity, prefill and sweep figures are always drawn).
+    # timeline) and of a sweep's report as PNG files and in the reports; false skips them (faster
+    # sweeps and CI gates; the capacity and prefill figures are always drawn).
     plots: bool = True
 
     def __post_init__(self) -> None:

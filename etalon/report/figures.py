@@ -32,5 +32,10 @@ def grid_figure(figsize: tuple[float, float], rows: int, cols: int, *, title: bo
 
 
 def save_figure(fig: Figure, path: Path, **kwargs: Any) -> Path:
-    fig.savefig(path, dpi=DPI, **kwargs)
+    """Save ``fig`` as PNG at ``path``: by a worker of the figure pool during a sweep (the file
+    exists after ``figure_pool.wait()``), else now."""
+    from etalon.report import figure_pool
+
+    if not figure_pool.submit(fig, path, kwargs):
+        fig.savefig(path, dpi=DPI, **kwargs)
     return path

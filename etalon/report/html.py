@@ -99,6 +99,9 @@ def _section_html(section: Section) -> str:
 
 def write_page(path: Path, title: str, sections: Sequence[Section]) -> Path:
     """One HTML file holding every section; images are data: URIs, styles inline."""
+    from etalon.report import figure_pool
+
+    figure_pool.wait()  # the figures it inlines may still be being saved by workers
     body = "\n".join(_section_html(s) for s in sections)
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")

@@ -45,6 +45,10 @@ class MLflowSweepCallback(Callback):
         params = config.hydra.sweeper.get("params") or {}
         keys = sweep_keys([*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())])
         (sweep_dir / SWEEP_KEYS_FILE).write_text("\n".join(dict.fromkeys(keys)) + "\n")
+        if config.get("plots", True):
+            from etalon.report import figure_pool
+
+            figure_pool.start()  # its fork server imports matplotlib while MLflow connects
         tracking = _tracking(config)
         if tracking is None:
             return
@@ -69,10 +73,13 @@ class MLflowSweepCallback(Callback):
         from etalon.runner.sweep_end import finish_sweep
 
         try:
-            files, metrics, params = finish_sweep(Path(config.hydra.sweep.dir))
+            files, metrics, params = finish_sweep(Path(config.hydra.sweep.dir), plots=bool(config.get("plots", True)))
         except Exception as exc:  # the sweep's own results are in its job directories
             log.warning("sweep report not written: %s: %s", type(exc).__name__, exc)
             files, metrics, params = [], {}, {}
+        from etalon.report import figure_pool
+
+        figure_pool.shutdown()
         self._finish_parent(config, files, metrics, params)
         _exit_on_failures(Path(config.hydra.sweep.dir))
 

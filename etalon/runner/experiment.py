@@ -51,6 +51,9 @@ def run_experiment(dcfg: DictConfig) -> float | None:
     try:
         with terminate_as_interrupt():
             value, slo_failed = _run(dcfg, run_dir, hydra_cfg, secrets)
+            from etalon.report import figure_pool
+
+            figure_pool.wait()  # every file of the run is written before it says so
         print(f"etalon: done; results in {run_dir.resolve()}", flush=True)
     except USER_ERRORS as exc:
         message = redact_text(describe(exc), secrets)

@@ -63,8 +63,9 @@ def ab_against_first(sweep_dir: Path) -> dict[str, list[Any]]:
             for i, r in enumerate(runs[1:], start=1)}
 
 
-def finish_sweep(sweep_dir: Path) -> tuple[list[Path], dict[str, float], dict[str, str]]:
-    """Write the sweep's files; print its table last. Returns (files, parent metrics, parent params)."""
+def finish_sweep(sweep_dir: Path, plots: bool = True) -> tuple[list[Path], dict[str, float], dict[str, str]]:
+    """Write the sweep's files (its figures unless ``plots`` is false, like every run's); print its
+    table last. Returns (files, parent metrics, parent params)."""
     from etalon.report.comparison_page import format_table, plot_deltas
     from etalon.report.html import Section, Table, write_page
     from etalon.report.sweep import format_sweep_table, plot_latency_throughput, plot_metrics_vs_param
@@ -75,10 +76,11 @@ def finish_sweep(sweep_dir: Path) -> tuple[list[Path], dict[str, float], dict[st
         return [], {}, {}
     out = sweep_dir / "comparison"
     out.mkdir(exist_ok=True)
-    figures = [f for f in (plot_latency_throughput(out / "sweep_latency_throughput.png", frame, swept),
-                           plot_metrics_vs_param(out / "sweep_metrics.png", frame, swept)) if f is not None]
+    figures = [] if not plots else [
+        f for f in (plot_latency_throughput(out / "sweep_latency_throughput.png", frame, swept),
+                    plot_metrics_vs_param(out / "sweep_metrics.png", frame, swept)) if f is not None]
     ab = ab_against_first(sweep_dir)
-    if ab:
+    if ab and plots:
         figures.append(plot_deltas(out / "sweep_ab.png", ab))
     table_text = format_sweep_table(frame, swept)
     ab_text = "\n\n".join(format_table(t, d) for t, d in ab.items())

@@ -94,6 +94,9 @@ class MLflowTracker:
         self._call("set_tags", lambda: self._client.log_batch(self._run_id, tags=items))
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
+        from etalon.report import figure_pool
+
+        figure_pool.wait()  # figures among the paths may still be being saved by workers
         for path in paths:
             path = Path(path)
             if not path.exists():

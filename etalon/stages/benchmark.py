@@ -246,6 +246,9 @@ def measure(
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS_FILE
     settings = load_settings(cfg)
+    from etalon.report import figure_pool
+
+    figure_pool.wait()  # no figure is drawn beside a load: it would share the cores
     scraper = start_scraper(ctx)
     try:
         load = run_load(

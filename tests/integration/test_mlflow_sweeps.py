@@ -31,6 +31,7 @@ def rates_sweep(tmp_path_factory: pytest.TempPathFactory):
     """The reusable `+sweep=rates` (2, 4, 8, 16 rps) on the Ray launcher, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("rates_sweep")
     run = run_cli(tmp, *SWEEP, "+sweep=rates", "client=local", "workload.num_requests=8", "hydra/launcher=ray_local",
+                  "plots=true",
                   "hydra.launcher.ray.init.num_cpus=2",
                   multirun=True, timeout_s=400)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -96,6 +97,9 @@ def test_failed_job_is_marked_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert statuses == ["FAILED", "FINISHED"]
     failed = next(r for r in children if r.info.status == "FAILED")
     assert "rate_rps" in failed.data.tags["etalon.error"]
+    # plots=false (run_cli's default) holds for the sweep's own figures too: report, no PNG
+    sweep = tmp_path / "sweep"
+    assert (sweep / "sweep_report.html").exists() and not list((sweep / "comparison").glob("*.png"))
 
 
 def test_api_key_from_environment_never_reaches_params_tags_artifacts_or_files(tmp_path: Path) -> None:
@@ -197,3 +201,30 @@ def test_runs_logged_over_http_read_back_through_rest(mlflow_server: str, monkey
         children = orjson.loads(r.read())["runs"]
     assert len(children) == 1
     assert {m["key"]: m["value"] for m in children[0]["data"]["metrics"]} == {"tbt_p50_s": 0.02}
+
+
+def test_local_sweep_figures_come_from_the_pool_complete(tmp_path: Path) -> None:
+    """A basic-launcher sweep hands its figures to worker processes: every job's PNGs are whole
+    when its report inlines them and MLflow copies them, and the sweep's own figures too."""
+    import base64
+    import re
+
+    run = run_cli(tmp_path, *SWEEP, "client=local", "plots=true", "workload.num_requests=8",
+                  "workload.arrival.rate_rps=4,8", multirun=True, timeout_s=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    client, runs = _runs(run.mlflow_uri)
+    stage_runs = {r.info.run_id for r in runs if r.data.tags.get("etalon.stage") == "benchmark"}
+    assert len(stage_runs) == 2
+    for job in ("0", "1"):
+        pngs = sorted((tmp_path / "sweep" / job / "benchmark").glob("*.png"))
+        assert {"latency_cdfs.png", "token_timeline.png", "timeseries.png"} <= {p.name for p in pngs}
+        page = (tmp_path / "sweep" / job / "report.html").read_text()
+        inlined = [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+        for png in pngs:
+            data = png.read_bytes()
+            assert data.startswith(b"\x89PNG") and data.endswith(b"IEND\xaeB`\x82")  # whole files
+            assert data in inlined
+    for run_id in stage_runs:
+        logged = {a.path for a in client.list_artifacts(run_id)}
+        assert {"latency_cdfs.png", "token_timeline.png"} <= logged
+    assert (tmp_path / "sweep" / "comparison" / "sweep_latency_throughput.png").stat().st_size > 5000
