@@ -25,6 +25,7 @@ QUEUE_BATCH_MIN, QUEUE_BATCHES_MAX = 3, 10
 # One-sided 99% critical values of Student's t by degrees of freedom (batches - 2).
 _T99 = {2: 6.965, 3: 4.541, 4: 3.747, 5: 3.365, 6: 3.143, 7: 2.998, 8: 2.896}
 
+
 def default_min_requests(quantile: float) -> int:
     """Fewest measured requests for the SLO's ``quantile`` to mean something: at least one request
     beyond it (ceil(1 / (1 - q)): 100 for p99, 1000 for p99.9), and never under 20."""
