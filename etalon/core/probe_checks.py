@@ -177,5 +177,5 @@ def check_probe(table: RecordTable, *, min_requests: int, open_loop: bool) -> Pr
     )
 
 
-__all__ = ["ProbeChecks", "Trend", "batch_trend", "check_probe", "default_min_requests", "fitted_rate_rps", "growing_queue",
-           "latency_spread_fraction"]
+__all__ = ["ProbeChecks", "Trend", "batch_trend", "check_probe", "default_min_requests", "fitted_rate_rps",
+           "growing_queue", "latency_spread_fraction"]

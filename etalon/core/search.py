@@ -229,18 +229,22 @@ def runaway_queue(
     is more than ``growth_factor`` times the median TTFT of its first quarter (so ordinary
     jitter on a fast endpoint never trips it), and the rise is a trend beyond the scatter of the
     TTFTs in each half of the window (``batch_trend``; a burst of slow steps on a noisy host, a
-    jump in one half, stopped short probes on vLLM well below its capacity). Rows with no first token (-1) are skipped.
+    jump in one half, stopped short probes on vLLM well below its capacity). Rows with no first
+    token (-1) are skipped.
     """
     done = first_token_ns >= 0
+    count = int(np.count_nonzero(done))
+    ramp = count // 3  # the batch filling from idle: TTFT rises there at any load
+    if count - ramp < min_requests:
+        return None
     t_s = scheduled_ns[done] / 1e9
     ttft_s = (first_token_ns[done] - scheduled_ns[done]) / 1e9
     order = np.argsort(t_s)
     t_s, ttft_s = t_s[order], ttft_s[order]
-    early_s = float(np.median(ttft_s[: max(len(ttft_s) // 4, 1)]))
-    span_s = float(t_s[-1] - t_s[0]) if t_s.size else 0.0
-    ramp = t_s.size // 3  # the batch filling from idle: TTFT rises there at any load
+    early_s = float(np.median(ttft_s[: max(count // 4, 1)]))
+    span_s = float(t_s[-1] - t_s[0])
     t_s, ttft_s = t_s[ramp:], ttft_s[ramp:]
-    if t_s.size < min_requests or span_s <= 0 or t_s[-1] <= t_s[0]:
+    if t_s[-1] <= t_s[0]:
         return None
     slope = float(np.polyfit(t_s, ttft_s, 1)[0])
     growth_s = slope * span_s

@@ -73,7 +73,8 @@ class MLflowSweepCallback(Callback):
         from etalon.runner.sweep_end import finish_sweep
 
         try:
-            files, metrics, params = finish_sweep(Path(config.hydra.sweep.dir), plots=bool(config.get("plots", True)))
+            files, metrics, params = finish_sweep(Path(config.hydra.sweep.dir),
+                                                  plots=bool(config.get("plots", True)))
         except Exception as exc:  # the sweep's own results are in its job directories
             log.warning("sweep report not written: %s: %s", type(exc).__name__, exc)
             files, metrics, params = [], {}, {}
