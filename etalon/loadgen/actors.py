@@ -210,6 +210,11 @@ class LoadActor:
             record["node_id"] = self._node_id
         return records
 
+    @property
+    def done(self) -> bool:
+        """The loop has ended (every record is in the sink, or it failed)."""
+        return self._done.is_set()
+
     def status(self) -> dict[str, Any]:
         """``done``, ``error``, and ``unreported``: ids sent whose records are not drained yet."""
         return {"done": self._done.is_set(), "error": self._error, "unreported": self._sink.unreported()}

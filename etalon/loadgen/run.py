@@ -40,6 +40,7 @@ STOP_INTERRUPTED = "interrupted"
 STOP_ENDPOINT_GONE = "endpoint gone"
 BACKENDS = ("ray", "local")
 PLACEMENTS = ("SPREAD", "DEFAULT")  # Ray scheduling strategies for the load actors
+LOCAL_DONE_CHECK_S = 0.01  # how often the local backend's poll loop looks for its actors' end
 # Warmed connections must still be pooled at the start: keep the gap well inside the pool's idle limit.
 MAX_WARM_START_DELAY_S = KEEPALIVE_S / 2
 
@@ -113,6 +114,7 @@ class _Backend(Protocol):
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]: ...
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]: ...
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    def wait(self, timeout_s: float, interrupted: threading.Event) -> bool: ...
     def stop(self) -> None: ...
     def shutdown(self) -> None: ...
 
@@ -132,6 +134,17 @@ class _LocalBackend:
 
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
         return [a.start(start_wall_ns) for a in self._actors]
+
+    def wait(self, timeout_s: float, interrupted: threading.Event) -> bool:
+        """Until the next drain, ``interrupted`` or every actor done (a run ends when its last
+        record does, not up to a drain interval later); True when interrupted."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if interrupted.wait(min(LOCAL_DONE_CHECK_S, left)):
+                return True
+            if all(a.done for a in self._actors):
+                return False
+        return interrupted.is_set()
 
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         statuses = [a.status() for a in self._actors]  # status first: a done actor's drain is final
@@ -200,6 +213,9 @@ class _RayBackend:
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
         self.losses.start_wall_ns = start_wall_ns
         return self._ray.get([a.start.remote(start_wall_ns) for a in self._actors])
+
+    def wait(self, timeout_s: float, interrupted: threading.Event) -> bool:
+        return interrupted.wait(timeout_s)  # an actor's end is learnt from its status at the drain
 
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Status, then drain, of every live actor; a dead one (its process or its node gone) has
@@ -387,7 +403,7 @@ def _poll_until_done(
 ) -> str | None:
     """Drain every ``drain_interval_s`` until all actors finish; return a stop reason or None."""
     while True:
-        if interrupted.wait(settings.drain_interval_s):
+        if backend.wait(settings.drain_interval_s, interrupted):
             return STOP_INTERRUPTED
         batch, statuses = backend.poll()
         collect(batch)

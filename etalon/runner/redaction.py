@@ -81,7 +81,10 @@ def redact_hydra_files(
     output_dir: Path, secrets: list[str],
     names: tuple[str, ...] = ("config.yaml", "hydra.yaml", "overrides.yaml"),
 ) -> None:
-    """Rewrite the config.yaml, hydra.yaml and overrides.yaml Hydra saved for the job."""
+    """Rewrite the config.yaml, hydra.yaml and overrides.yaml Hydra saved for the job (no secret:
+    nothing to rewrite)."""
+    if not secrets:
+        return
     for name in names:
         path = output_dir / name
         if not path.exists():
