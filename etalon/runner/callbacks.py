@@ -18,6 +18,7 @@ from etalon.runner.tracking import PARENT_TAG, TrackingState, mlflow_client
 log = logging.getLogger("etalon")
 
 PARENT_MARKER = "mlflow_parent_run_id"
+BASIC_LAUNCHER = "BasicLauncher"  # hydra._internal.core_plugins.basic_launcher.BasicLauncher
 
 
 def _tracking(config: DictConfig) -> TrackingConfig | None:
@@ -27,6 +28,22 @@ def _tracking(config: DictConfig) -> TrackingConfig | None:
     tracking = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrackingConfig), node))
     assert isinstance(tracking, TrackingConfig)
     return tracking if tracking.enabled else None
+
+
+class SweepServersCallback(Callback):
+    """With the basic launcher (jobs one after another in this process) the jobs of a sweep share
+    one embedded simulator, reset for each job (``etalon.runner.server_pool``); stopped at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from etalon.runner import server_pool
+
+        if str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith(BASIC_LAUNCHER):
+            server_pool.enable()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from etalon.runner import server_pool
+
+        server_pool.close()
 
 
 class MLflowSweepCallback(Callback):

@@ -41,7 +41,10 @@ def assign_port(dcfg: Any) -> None:
         return
     launching = endpoint.get("base_url") is None and endpoint.get("server") is None
     if launching and server.get("port") is None:
-        server.port = pick_free_port(str(server.get("host") or "127.0.0.1"))
+        from etalon.runner import server_pool
+
+        held = server_pool.port_for(dcfg.get("sim"), server)  # a sweep's simulator, kept for this job
+        server.port = held or pick_free_port(str(server.get("host") or "127.0.0.1"))
 
 
 def read_api_key(cfg: EtalonConfig) -> str | None:
@@ -108,6 +111,7 @@ def _start_server(cfg: EtalonConfig, log_dir: Path | None, stack: ExitStack) -> 
         return legacy.start(), None
     if not cfg.launches_server:
         return cfg.endpoint.base_url, None
+    from etalon.runner import server_pool
     from etalon.runner.launch import SERVER_LOG, LaunchedServer
 
     assert cfg.server is not None
@@ -115,8 +119,15 @@ def _start_server(cfg: EtalonConfig, log_dir: Path | None, stack: ExitStack) -> 
         import tempfile
 
         log_dir = Path(tempfile.mkdtemp(prefix="etalon-server-"))
-    launched = LaunchedServer(with_port(cfg.server), log_dir / SERVER_LOG)
-    stack.callback(launched.stop)
+    server = with_port(cfg.server)
+    reused = server_pool.take(server, log_dir / SERVER_LOG) if server_pool.reusable(cfg.sim, server) else None
+    launched = reused or LaunchedServer(server, log_dir / SERVER_LOG)
+    # A clean end hands a sweep's simulator back for the next job; any error or interrupt stops it.
+    stack.push(lambda exc_type, *_: server_pool.release(launched, clean=exc_type is None))
+    if reused is not None:
+        print(f"etalon: reusing {cfg.server.name} on port {launched.server.port}, reset to a fresh state "
+              f"(log: {launched.log_path})", file=sys.stderr, flush=True)
+        return launched.base_url, launched
     print(f"etalon: launching {cfg.server.name} on port {launched.server.port} (log: {launched.log_path})",
           file=sys.stderr, flush=True)
     return launched.start(), launched

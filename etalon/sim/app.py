@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import random
+import sys
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from etalon.sim.config import SimConfig
+from etalon.sim.config import RESET_PATH, SimConfig
 from etalon.sim.faults import FaultInjector
 from etalon.sim.modes import MODE_COUNTERS, ModeDraws, make_mode
 from etalon.sim.prom import SimCounters, render_metrics
@@ -55,7 +58,15 @@ class SimServer:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.table = TokenTable(config.tokenizer, config.seed)
+        self.table = TokenTable(config.tokenizer, config.seed)  # immutable: kept across resets
+        self.emission_log = EmissionLog(config.emission_log_path) if config.emission_log_path else None
+        self._task: asyncio.Task[None] | None = None
+        self._handling = 0  # requests between arrival and their last byte (also while counting)
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """Everything a request can change, as a newly started server has it."""
+        config = self.config
         self.scheduler: IndependentScheduler | EngineScheduler = (
             IndependentScheduler(config) if config.scheduler == "independent"
             else EngineScheduler(config))
@@ -64,10 +75,8 @@ class SimServer:
         self.mode_counts = {name: 0 for name in MODE_COUNTERS}
         self.draws = ModeDraws(config.modes, self.mode_counts)
         self.rng = random.Random(config.seed)
-        self.emission_log = EmissionLog(config.emission_log_path) if config.emission_log_path else None
         self._ids = itertools.count()
         self._inflight: set[TokenStream] = set()  # so /metrics counts tokens as they are emitted
-        self._task: asyncio.Task[None] | None = None
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -76,6 +85,7 @@ class SimServer:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_post(RESET_PATH, self.reset)
         app.middlewares.append(_error_middleware)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
@@ -89,6 +99,30 @@ class SimServer:
             self._task.cancel()
         if self.emission_log is not None:
             self.emission_log.close()
+
+    async def reset(self, request: web.Request) -> web.Response:
+        """Back to the state of a fresh start (scheduler, KV cache, counters, fault and output
+        draws, ids), so that etalon can reuse one simulator for the jobs of a sweep. Refused (409)
+        while any request is being handled, and for a server with an emission log (one file per
+        run). ``{"log_path": P}``: from now on stdout and stderr go to P (the next run's log)."""
+        body = await _json_body(request) if request.can_read_body else {}
+        if self.emission_log is not None:
+            raise ApiError(409, "this server writes an emission log: start a fresh one per run", "reset_refused")
+        busy = self._handling + self.scheduler.running() + self.scheduler.waiting()
+        if busy:
+            raise ApiError(409, f"{busy} request(s) still in progress", "reset_refused")
+        log_path = body.get("log_path")
+        if log_path is not None and not isinstance(log_path, str):
+            raise ApiError(400, "log_path must be a string", "invalid_request")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fresh_state()
+        self._task = asyncio.get_running_loop().create_task(self.scheduler.run())
+        if log_path:
+            _redirect_output(log_path)
+        return web.json_response({"reset": True})
 
     async def health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -123,6 +157,13 @@ class SimServer:
 
     async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
         arrival_ns = time.monotonic_ns()  # simulated latency counts from here, not after counting
+        self._handling += 1
+        try:
+            return await self._handle(request, api, arrival_ns)
+        finally:
+            self._handling -= 1
+
+    async def _handle(self, request: web.Request, api: str, arrival_ns: int) -> web.StreamResponse:
         body = await _json_body(request)
         if (request.content_length or 0) > INLINE_COUNT_MAX_BYTES:
             # A long prompt takes ~10 ms to count: off the event loop, so other streams keep their
@@ -226,6 +267,18 @@ class SimServer:
             self.counters.observe_request(arrival_ns, stream.token_ns)
         if self.emission_log is not None:
             self.emission_log.write(stream)
+
+
+def _redirect_output(path: str) -> None:
+    """Point this process's stdout and stderr (file descriptors 1 and 2) at ``path``, appending."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

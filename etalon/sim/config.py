@@ -9,6 +9,7 @@ from typing import Any
 SCHEDULERS = ("independent", "prefill_first", "chunked")
 OUTPUT_LENGTH_KINDS = ("fixed", "uniform", "lognormal")
 PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "sim"
+RESET_PATH = "/etalon/reset"  # POST: back to a fresh start (etalon reuses one simulator across sweep jobs)
 STANDALONE_MODEL = {"name": "etalon-sim", "tokenizer": "etalon-bpe-8k", "context_tokens": 8192}
 
 

@@ -1,0 +1,143 @@
+"""One embedded simulator kept running between the jobs of a sweep, reset to a fresh state for each.
+
+Starting the simulator (a Python process importing aiohttp and numpy) is ~0.3 s of every sweep
+job. With Hydra's basic launcher the jobs of a sweep run one after another in this process, so the
+sweep callback ``enable``s the pool: a job that ends normally hands its simulator back instead of
+stopping it, and the next job whose server command and environment are the same takes it after
+``POST /etalon/reset``, which gives back a server in the state of a fresh start (scheduler, KV
+cache, counters, fault and output draws, request ids) and points its output at the new job's
+``server.log``. The next job's port is the held server's port (``port_for``, used when the config
+is loaded), so its command, its resolved config and its URLs are the real ones.
+
+Nothing else is reused: a real engine keeps caches no reset can be trusted to clear, a simulator
+with an emission log writes one file per run, and a job that failed or was interrupted stops its
+server. Jobs in other processes (the Ray launcher) never see an enabled pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from etalon.config import ServerConfig
+from etalon.runner.launch import LaunchedServer, render_command, render_env
+from etalon.sim.config import RESET_PATH
+
+log = logging.getLogger("etalon")
+
+RESET_TIMEOUT_S = 5.0
+RESET_BUSY_RETRY_S = 1.0  # a cancelled request can take a moment to unwind on the server
+
+_lock = threading.Lock()
+_enabled = False
+_idle: LaunchedServer | None = None
+
+
+def enable() -> None:
+    """Jobs of this process may share one simulator from now on (until ``close``)."""
+    global _enabled
+    with _lock:
+        _enabled = True
+
+
+def close() -> None:
+    """Stop the held simulator, if any; jobs stop their servers again."""
+    global _enabled, _idle
+    with _lock:
+        _enabled, held, _idle = False, _idle, None
+    if held is not None:
+        held.stop()
+
+
+def reusable(sim: Any, server: Any) -> bool:
+    """A simulator without an emission log (``sim`` and ``server`` as dicts or configs)."""
+    engine = _get(server, "engine")
+    return engine == "sim" and not _get(sim, "emission_log_path")
+
+
+def port_for(sim: Any, server: Any) -> int | None:
+    """The held simulator's port for a job that will launch a reusable simulator on ``host``."""
+    with _lock:
+        held = _idle if _enabled else None
+    if held is None or not reusable(sim, server) or _get(server, "host") != held.server.host:
+        return None
+    return held.server.port
+
+
+def take(server: ServerConfig, log_path: Path) -> LaunchedServer | None:
+    """The held simulator, reset and logging to ``log_path``, when it runs exactly ``server``'s
+    command and environment; else None (a held one that does not match is stopped)."""
+    global _idle
+    with _lock:
+        held, _idle = (_idle, None) if _enabled else (None, _idle)
+    if held is None:
+        return None
+    if _key(held.server) != _key(server) or not held.alive():
+        held.stop()
+        return None
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    pid = held.process.pid if held.process is not None else "?"
+    with open(log_path, "ab") as f:
+        f.write(f"# etalon: reusing {server.name} (pid {pid}, started for an earlier job of this sweep, "
+                f"reset to a fresh state): {' '.join(held.command)}\n".encode())
+    problem = _reset(held, log_path)
+    if problem is not None:
+        log.info("simulator not reused (%s): starting a fresh one", problem)
+        held.stop()
+        return None
+    held.log_path = log_path
+    return held
+
+
+def release(launched: LaunchedServer, clean: bool) -> None:
+    """The job is done with ``launched``: hold it for the next job when the pool is on, the job
+    ended cleanly and it is a reusable simulator; else stop it."""
+    global _idle
+    keep = clean and launched.alive() and launched.server.engine == "sim"
+    with _lock:
+        if keep and _enabled:
+            previous, _idle = _idle, launched
+        else:
+            previous, keep = None, False
+    if previous is not None:
+        previous.stop()
+    if not keep:
+        launched.stop()
+
+
+def _reset(held: LaunchedServer, log_path: Path) -> str | None:
+    url = held.server.root_url + RESET_PATH
+    body = orjson.dumps({"log_path": str(log_path.resolve())})
+    deadline = time.monotonic() + RESET_BUSY_RETRY_S
+    while True:
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=RESET_TIMEOUT_S) as answer:  # noqa: S310 - loopback
+                return None if answer.status == 200 else f"reset answered HTTP {answer.status}"
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409 or time.monotonic() > deadline:
+                return f"reset answered HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"reset failed: {getattr(exc, 'reason', exc)}"
+        time.sleep(0.05)
+
+
+def _key(server: ServerConfig) -> tuple[Any, ...]:
+    return tuple(render_command(server)), tuple(sorted(render_env(server).items()))
+
+
+def _get(node: Any, name: str) -> Any:
+    """A field of a dict, a DictConfig (a Mapping too) or a dataclass; None when absent."""
+    return node.get(name) if isinstance(node, Mapping) else getattr(node, name, None)
+
+
+__all__ = ["close", "enable", "port_for", "release", "reusable", "take"]
