@@ -1,9 +1,10 @@
 """Per-job overhead of a sweep: wall time of an N-job multirun minus the time its loads ran.
 
-    python bench/sweep_overhead.py [--jobs 4] [--project DIR] [--repeat 2] [-- extra overrides]
+    python bench/sweep_overhead.py [--jobs 4] [--project DIR] [--repeat 2] [--as-shipped] [-- extra overrides]
 
 Runs ``python -m etalon.main -m +experiment=quickstart`` over N request rates (client=local, a
-fresh sqlite MLflow store and cache in a temp directory each time), reads each job's records and
+fresh sqlite MLflow store and cache in a temp directory each time; ``--as-shipped`` keeps the
+checkout's own quickstart client, which before issue 13 was a Ray actor), reads each job's records and
 prints: sweep wall time, the sum of the jobs' load windows (first send to last token), and
 (wall - loads) / N, the per-job overhead (start-up, server launch, MLflow, summary, figures,
 report; the sweep's own start and end spread over its jobs). ``--project`` points at another
@@ -36,13 +37,13 @@ def load_window_s(records: Path) -> float:
     return (max(end) - min(sent)) / 1e9 if sent else 0.0
 
 
-def one_sweep(project: Path, jobs: int, extra: list[str]) -> tuple[float, float]:
+def one_sweep(project: Path, jobs: int, extra: list[str], as_shipped: bool = False) -> tuple[float, float]:
     rates = ",".join(str(2 ** (i + 1)) for i in range(jobs))
     with tempfile.TemporaryDirectory() as tmp:
         args = [sys.executable, "-m", "etalon.main", "-m", f"hydra.sweep.dir={tmp}/sweep",
                 f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db", f"cache_dir={tmp}/cache",
-                "+experiment=quickstart", "client=local", "workload.num_requests=12", "workload.warmup_requests=0",
-                f"workload.arrival.rate_rps={rates}", *extra]
+                "+experiment=quickstart", *([] if as_shipped else ["client=local"]), "workload.num_requests=12",
+                "workload.warmup_requests=0", f"workload.arrival.rate_rps={rates}", *extra]
         env = {**os.environ, "PYTHONPATH": str(project), "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         started = time.monotonic()
@@ -59,10 +60,11 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=4)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--project", type=Path, default=PROJECT_DIR)
+    p.add_argument("--as-shipped", action="store_true", help="the checkout's own quickstart client, not client=local")
     p.add_argument("extra", nargs="*", help="overrides for every job (after --)")
     args = p.parse_args()
     for i in range(args.repeat):
-        wall, loads = one_sweep(args.project.resolve(), args.jobs, args.extra)
+        wall, loads = one_sweep(args.project.resolve(), args.jobs, args.extra, args.as_shipped)
         print(f"{args.project} [{i + 1}/{args.repeat}] {args.jobs} jobs: wall {wall:.1f} s, loads {loads:.1f} s, "
               f"per-job overhead {(wall - loads) / args.jobs:.2f} s", flush=True)
 
