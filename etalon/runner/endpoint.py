@@ -120,10 +120,11 @@ def _start_server(cfg: EtalonConfig, log_dir: Path | None, stack: ExitStack) -> 
 
         log_dir = Path(tempfile.mkdtemp(prefix="etalon-server-"))
     server = with_port(cfg.server)
-    reused = server_pool.take(server, log_dir / SERVER_LOG) if server_pool.reusable(cfg.sim, server) else None
+    reusable = server_pool.reusable(cfg.sim, server)
+    reused = server_pool.take(server, log_dir / SERVER_LOG) if reusable else None
     launched = reused or LaunchedServer(server, log_dir / SERVER_LOG)
     # A clean end hands a sweep's simulator back for the next job; any error or interrupt stops it.
-    stack.push(lambda exc_type, *_: server_pool.release(launched, clean=exc_type is None))
+    stack.push(lambda exc_type, *_: server_pool.release(launched, keep=reusable and exc_type is None))
     if reused is not None:
         print(f"etalon: reusing {cfg.server.name} on port {launched.server.port}, reset to a fresh state "
               f"(log: {launched.log_path})", file=sys.stderr, flush=True)

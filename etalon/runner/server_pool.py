@@ -98,11 +98,11 @@ def take(server: ServerConfig, log_path: Path) -> LaunchedServer | None:
     return held
 
 
-def release(launched: LaunchedServer, clean: bool) -> None:
-    """The job is done with ``launched``: hold it for the next job when the pool is on, the job
-    ended cleanly and it is a reusable simulator; else stop it."""
+def release(launched: LaunchedServer, keep: bool) -> None:
+    """The job is done with ``launched``: hold it for the next job when the pool is on and ``keep``
+    (a reusable simulator whose job ended cleanly) and it is still running; else stop it."""
     global _idle
-    keep = clean and launched.alive() and launched.server.engine == "sim"
+    keep = keep and launched.alive() and launched.server.engine == "sim"
     with _lock:
         if keep and _enabled:
             previous, _idle = _idle, launched

@@ -106,3 +106,12 @@ def test_a_failed_job_stops_its_simulator(tmp_path: Path) -> None:
     assert (tmp_path / "sweep" / "0" / "error.txt").exists(), run.stderr[-3000:]
     assert not (tmp_path / "sweep" / "1" / "error.txt").exists(), run.stderr[-3000:]
     assert run.stderr.count("etalon: launching sim") == 2, run.stderr[-3000:]
+
+
+def test_a_simulator_with_an_emission_log_is_started_per_job(tmp_path: Path) -> None:
+    run = run_cli(tmp_path, *SWEEP, "workload.num_requests=4", "workload.arrival.rate_rps=4,8",
+                  f"sim.emission_log_path={tmp_path / 'emissions.jsonl'}", multirun=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("etalon: launching sim") == 2
+    assert "etalon: reusing sim" not in run.stderr
+    assert len((tmp_path / "emissions.jsonl").read_text().splitlines()) == 8  # 4 requests per job
