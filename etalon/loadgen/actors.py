@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from etalon.clients.base import EndpointSpec, make_client
 from etalon.clients.warmup import timed_warm_up
@@ -131,6 +131,7 @@ class LoadActor:
         self._loop_ready = threading.Event()
         self._prepared = threading.Event()
         self._done = threading.Event()
+        self.on_done: Callable[[], None] | None = None  # called once the loop has ended (local backend)
         self._error: str | None = None
         self._prepare_error: BaseException | None = None
         self.epoch_mono_ns: int | None = None
@@ -186,6 +187,8 @@ class LoadActor:
             self._prepared.set()
             self._done.set()
             loop.close()
+            if self.on_done is not None:
+                self.on_done()
 
     async def _lifecycle(self, plan: ActorPlan, warm_count: int) -> None:
         assert self._go is not None and self._stop_event is not None
@@ -209,11 +212,6 @@ class LoadActor:
         for record in records:
             record["node_id"] = self._node_id
         return records
-
-    @property
-    def done(self) -> bool:
-        """The loop has ended (every record is in the sink, or it failed)."""
-        return self._done.is_set()
 
     def status(self) -> dict[str, Any]:
         """``done``, ``error``, and ``unreported``: ids sent whose records are not drained yet."""

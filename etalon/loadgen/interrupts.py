@@ -45,14 +45,17 @@ def _handlers(handler: Any, signals: tuple[signal.Signals, ...]) -> Iterator[Non
 
 
 @contextmanager
-def interrupt_flag() -> Iterator[threading.Event]:
+def interrupt_flag(wake: threading.Event | None = None) -> Iterator[threading.Event]:
     """A stop signal sets a flag the poll loop checks instead of raising wherever the main thread
-    is, so a batch already drained from the actors is always written before the run stops."""
+    is, so a batch already drained from the actors is always written before the run stops; it
+    also sets ``wake``, the event the poll loop sleeps on."""
     flag = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         _RECEIVED.append(signum)
         flag.set()
+        if wake is not None:
+            wake.set()
 
     with _handlers(on_signal, STOP_SIGNALS):
         yield flag

@@ -40,7 +40,6 @@ STOP_INTERRUPTED = "interrupted"
 STOP_ENDPOINT_GONE = "endpoint gone"
 BACKENDS = ("ray", "local")
 PLACEMENTS = ("SPREAD", "DEFAULT")  # Ray scheduling strategies for the load actors
-LOCAL_DONE_CHECK_S = 0.01  # how often the local backend's poll loop looks for its actors' end
 # Warmed connections must still be pooled at the start: keep the gap well inside the pool's idle limit.
 MAX_WARM_START_DELAY_S = KEEPALIVE_S / 2
 
@@ -114,7 +113,7 @@ class _Backend(Protocol):
     def prepare(self, plans: list[ActorPlan], warm: bool) -> list[dict[str, Any]]: ...
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]: ...
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
-    def wait(self, timeout_s: float, interrupted: threading.Event) -> bool: ...
+    def watch(self, wake: threading.Event) -> None: ...
     def stop(self) -> None: ...
     def shutdown(self) -> None: ...
 
@@ -135,16 +134,11 @@ class _LocalBackend:
     def start(self, start_wall_ns: int) -> list[dict[str, Any]]:
         return [a.start(start_wall_ns) for a in self._actors]
 
-    def wait(self, timeout_s: float, interrupted: threading.Event) -> bool:
-        """Until the next drain, ``interrupted`` or every actor done (a run ends when its last
-        record does, not up to a drain interval later); True when interrupted."""
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if interrupted.wait(min(LOCAL_DONE_CHECK_S, left)):
-                return True
-            if all(a.done for a in self._actors):
-                return False
-        return interrupted.is_set()
+    def watch(self, wake: threading.Event) -> None:
+        """Each actor sets ``wake`` when its loop ends: the run ends with its last record, not up to
+        a drain interval later."""
+        for actor in self._actors:
+            actor.on_done = wake.set
 
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         statuses = [a.status() for a in self._actors]  # status first: a done actor's drain is final
@@ -214,8 +208,8 @@ class _RayBackend:
         self.losses.start_wall_ns = start_wall_ns
         return self._ray.get([a.start.remote(start_wall_ns) for a in self._actors])
 
-    def wait(self, timeout_s: float, interrupted: threading.Event) -> bool:
-        return interrupted.wait(timeout_s)  # an actor's end is learnt from its status at the drain
+    def watch(self, wake: threading.Event) -> None:
+        """Nothing to do: an actor's end is learnt from its status at the next drain."""
 
     def poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Status, then drain, of every live actor; a dead one (its process or its node gone) has
@@ -366,16 +360,17 @@ def _drive(
     with (
         sink if isinstance(sink, RecordsFile) else contextlib.closing(sink),
         tqdm(total=total, unit="req", disable=not progress, **bar_args) as bar,
-        interrupt_flag() as interrupted,
+        interrupt_flag(wake := threading.Event()) as interrupted,
     ):
         collect = _Collector(records, sink, bar, keep)
         infos: list[dict[str, Any]] = []
         try:
             # Every actor is warm before the start is picked, so warm-up never delays a planned send.
+            backend.watch(wake)
             backend.prepare(plans, settings.warm_connections)
             start_wall_ns = time.time_ns() + int(settings.start_delay_s * 1e9)
             infos = backend.start(start_wall_ns)
-            stop_reason = _poll_until_done(backend, collect, settings, should_stop, interrupted)
+            stop_reason = _poll_until_done(backend, collect, settings, should_stop, interrupted, wake)
         except KeyboardInterrupt:  # only where the flag could not be installed (not the main thread)
             stop_reason = STOP_INTERRUPTED
         if stop_reason is not None:
@@ -400,10 +395,14 @@ def _poll_until_done(
     settings: LoadSettings,
     should_stop: Callable[[list[RequestRecord]], str | None] | None,
     interrupted: threading.Event,
+    wake: threading.Event,
 ) -> str | None:
-    """Drain every ``drain_interval_s`` until all actors finish; return a stop reason or None."""
+    """Drain every ``drain_interval_s`` (sooner when ``wake`` is set: a stop signal, or a local
+    actor's end) until all actors finish; return a stop reason or None."""
     while True:
-        if backend.wait(settings.drain_interval_s, interrupted):
+        wake.wait(settings.drain_interval_s)
+        wake.clear()  # before the statuses are read: an end after them sets it again
+        if interrupted.is_set():
             return STOP_INTERRUPTED
         batch, statuses = backend.poll()
         collect(batch)

@@ -123,6 +123,19 @@ def test_open_loop_follows_schedule_without_drift(server: PacedServer, tmp_path:
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 60 and len(result.actors) == 2
 
 
+def test_local_run_ends_with_its_last_record_not_at_the_next_drain(server: PacedServer, tmp_path: Path) -> None:
+    """With a 5 s drain interval, a 0.2 s load returns well before the first drain would be due:
+    the actors' end wakes the poll loop."""
+    import time
+
+    started = time.monotonic()
+    result = run(schedule(4, gap_ms=20), server.spec(0.01, 0.005), tmp_path / "r.jsonl",
+                 settings={"drain_interval_s": 5.0, "start_delay_s": 0.05})
+    elapsed_s = time.monotonic() - started
+    assert len(result.records) == 4 and not result.partial
+    assert elapsed_s < 2.5, elapsed_s
+
+
 def test_inflight_limit_shows_as_dispatch_lag(server: PacedServer, tmp_path: Path) -> None:
     sched = schedule(6, gap_ms=0.0, out=1)
     result = run(sched, server.spec(0.1, 0.0), tmp_path / "r.jsonl",
