@@ -12,29 +12,18 @@ compare before and after in one session.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_overhead import PROJECT_DIR, load_window_s  # noqa: E402
+from sweep_overhead import PROJECT_DIR, load_window_s, timed_etalon  # noqa: E402
 
 
 def one_run(project: Path, extra: list[str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        args = [sys.executable, "-m", "etalon.main", f"hydra.run.dir={tmp}/run",
-                f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db", f"cache_dir={tmp}/cache",
-                "+experiment=quickstart", *extra]
-        env = {**os.environ, "PYTHONPATH": str(project), "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-        started = time.monotonic()
-        done = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
-        wall = time.monotonic() - started
-        if done.returncode != 0:
-            raise SystemExit(f"quickstart failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        wall = timed_etalon(project, [f"hydra.run.dir={tmp}/run", f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db",
+                                      f"cache_dir={tmp}/cache", "+experiment=quickstart", *extra], tmp)
         return wall, load_window_s(Path(tmp, "run", "benchmark", "records.jsonl"))
 
 

@@ -37,20 +37,27 @@ def load_window_s(records: Path) -> float:
     return (max(end) - min(sent)) / 1e9 if sent else 0.0
 
 
+def timed_etalon(project: Path, args: list[str], cwd: str) -> float:
+    """Wall time of ``python -m etalon.main ARGS`` with ``project``'s package; exits on a failure."""
+    env = {**os.environ, "PYTHONPATH": str(project), "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "etalon.main", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"etalon failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall
+
+
 def one_sweep(project: Path, jobs: int, extra: list[str], as_shipped: bool = False) -> tuple[float, float]:
     rates = ",".join(str(2 ** (i + 1)) for i in range(jobs))
     with tempfile.TemporaryDirectory() as tmp:
-        args = [sys.executable, "-m", "etalon.main", "-m", f"hydra.sweep.dir={tmp}/sweep",
-                f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db", f"cache_dir={tmp}/cache",
-                "+experiment=quickstart", *([] if as_shipped else ["client=local"]), "workload.num_requests=12",
-                "workload.warmup_requests=0", f"workload.arrival.rate_rps={rates}", *extra]
-        env = {**os.environ, "PYTHONPATH": str(project), "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-        started = time.monotonic()
-        done = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=1200)
-        wall = time.monotonic() - started
-        if done.returncode != 0:
-            raise SystemExit(f"sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        wall = timed_etalon(project, [
+            "-m", f"hydra.sweep.dir={tmp}/sweep", f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db",
+            f"cache_dir={tmp}/cache", "+experiment=quickstart", *([] if as_shipped else ["client=local"]),
+            "workload.num_requests=12", "workload.warmup_requests=0", f"workload.arrival.rate_rps={rates}", *extra,
+        ], tmp)
         loads = sum(load_window_s(p) for p in Path(tmp, "sweep").glob("*/*/records.jsonl"))
     return wall, loads
 
