@@ -35,6 +35,7 @@ log = logging.getLogger("etalon")
 
 RESET_TIMEOUT_S = 5.0
 RESET_BUSY_RETRY_S = 1.0  # a cancelled request can take a moment to unwind on the server
+RESET_BUSY_PAUSE_S = 0.05
 
 _lock = threading.Lock()
 _enabled = False
@@ -85,15 +86,15 @@ def take(server: ServerConfig, log_path: Path) -> LaunchedServer | None:
         return None
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    pid = held.process.pid if held.process is not None else "?"
-    with open(log_path, "ab") as f:
-        f.write(f"# etalon: reusing {server.name} (pid {pid}, started for an earlier job of this sweep, "
-                f"reset to a fresh state): {' '.join(held.command)}\n".encode())
     problem = _reset(held, log_path)
     if problem is not None:
         log.info("simulator not reused (%s): starting a fresh one", problem)
         held.stop()
         return None
+    assert held.process is not None  # alive
+    with open(log_path, "ab") as f:
+        f.write(f"# etalon: reusing {server.name} (pid {held.process.pid}, started for an earlier job of this "
+                f"sweep, reset to a fresh state): {' '.join(held.command)}\n".encode())
     held.log_path = log_path
     return held
 
@@ -102,7 +103,7 @@ def release(launched: LaunchedServer, keep: bool) -> None:
     """The job is done with ``launched``: hold it for the next job when the pool is on and ``keep``
     (a reusable simulator whose job ended cleanly) and it is still running; else stop it."""
     global _idle
-    keep = keep and launched.alive() and launched.server.engine == "sim"
+    keep = keep and launched.alive()
     with _lock:
         if keep and _enabled:
             previous, _idle = _idle, launched
@@ -128,7 +129,7 @@ def _reset(held: LaunchedServer, log_path: Path) -> str | None:
                 return f"reset answered HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
             return f"reset failed: {getattr(exc, 'reason', exc)}"
-        time.sleep(0.05)
+        time.sleep(RESET_BUSY_PAUSE_S)
 
 
 def _key(server: ServerConfig) -> tuple[Any, ...]:
