@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import signal
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ MAX_WORKERS = 4
 
 _pool: ProcessPoolExecutor | None = None
 _pending: list[tuple[Future[Any], bytes, Path, dict[str, Any]]] = []
+_starting: threading.Thread | None = None
 
 
 def _quiet_worker() -> None:
@@ -38,32 +40,56 @@ def _save_pickled(data: bytes, path: str, kwargs: dict[str, Any]) -> str:
 
 
 def start(workers: int | None = None) -> None:
-    """Start the pool (idempotent): a fork server that imports matplotlib, one worker per core up to
-    MAX_WORKERS, warmed now, before any load is sent (``wait`` before a load waits for this too)."""
-    global _pool
-    if _pool is not None:
+    """Start the pool (idempotent) in the background: a fork server that imports matplotlib, one
+    worker per core up to MAX_WORKERS, warmed before any load is sent (``wait`` before a load waits
+    for this too). The caller goes on at once: forking the workers waits for the fork server's
+    imports (~0.8 s here), which run on another core while this process connects to MLflow."""
+    global _starting
+    if _pool is not None or _starting is not None:
         return
-    import multiprocessing
-
     count = workers or min(os.cpu_count() or 1, MAX_WORKERS)
     if count < 2:
         return  # one core: a worker only adds pickling
+    _starting = threading.Thread(target=_start_pool, args=(count,), name="etalon-figure-pool", daemon=True)
+    _starting.start()
+
+
+def _start_pool(count: int) -> None:
+    global _pool
+    import multiprocessing
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
-    _pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_quiet_worker)
-    for _ in range(count):
-        _pending.append((_pool.submit(os.getpid), b"", Path(), {}))
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_quiet_worker)
+    try:
+        warm = [pool.submit(os.getpid) for _ in range(count)]
+    except Exception as exc:  # no pool (e.g. no /dev/shm): figures are saved inline, as before
+        log.info("figure workers not started (%s: %s); figures are saved in this process", type(exc).__name__, exc)
+        pool.shutdown(wait=False, cancel_futures=True)
+        return
+    _pending.extend((future, b"", Path(), {}) for future in warm)
+    _pool = pool
+
+
+def _started() -> ProcessPoolExecutor | None:
+    """The pool, once its start (if one is under way) has finished."""
+    global _starting
+    if _starting is not None:
+        _starting.join()
+        _starting = None
+    return _pool
 
 
 def submit(fig: Any, path: Path, kwargs: dict[str, Any]) -> bool:
     """Queue ``fig`` to be saved at ``path`` by a worker; False (save it inline) without a pool or
     if the figure does not pickle."""
-    if _pool is None:
+    pool = _started()
+    if pool is None:
         return False
     try:
         data = pickle.dumps(fig, protocol=pickle.HIGHEST_PROTOCOL)
         path = Path(path).resolve()
-        _pending.append((_pool.submit(_save_pickled, data, str(path), kwargs), data, path, kwargs))
+        _pending.append((pool.submit(_save_pickled, data, str(path), kwargs), data, path, kwargs))
     except Exception as exc:  # an unpicklable artist, a broken pool: this figure is saved inline
         log.debug("figure %s saved inline: %s", path, exc)
         return False
@@ -71,7 +97,9 @@ def submit(fig: Any, path: Path, kwargs: dict[str, Any]) -> bool:
 
 
 def wait() -> None:
-    """Block until every queued figure is saved; a figure whose worker failed is saved here."""
+    """Block until the pool has started and every queued figure is saved; a figure whose worker
+    failed is saved here."""
+    _started()
     while _pending:
         future, data, path, kwargs = _pending.pop(0)
         try:
