@@ -23,8 +23,14 @@ class ScrapeError(RuntimeError):
 
 
 def parse_metrics_text(text: str) -> Samples:
-    """Prometheus text exposition -> sample name -> [(sorted labels, value)], with
-    ``prometheus_client``'s own parser (histogram ``_bucket``/``_sum``/``_count`` samples kept)."""
+    """Prometheus text exposition -> sample name -> [(sorted labels, value)] (histogram
+    ``_bucket``/``_sum``/``_count`` samples kept): plain expositions by the fast reader, anything
+    else by ``prometheus_client``'s own parser, which also rejects malformed text."""
+    from etalon.core.prometheus_text import parse_plain_exposition
+
+    plain = parse_plain_exposition(text)
+    if plain is not None:
+        return plain
     from prometheus_client.parser import text_string_to_metric_families
 
     samples: Samples = {}
