@@ -85,6 +85,27 @@ def test_same_seed_same_prompts_and_each_depends_only_on_its_own_length(tokenize
     assert [changed[0], changed[2], changed[3]] == [first[0], first[2], first[3]]
 
 
+def test_runs_with_other_seeds_share_the_checked_corpus_but_no_prompt_prefix(tokenizer) -> None:
+    counts = np.full(200, 64)
+    runs = []
+    encodes = []
+
+    class Counting(EncodeOnly):
+        def encode(self, text: str) -> list[int]:
+            encodes.append(len(text))
+            return super().encode(text)
+
+    counting = Counting(tokenizer)
+    for seed in (101, 202, 303):
+        runs.append(build_prompts(counting, counts, seed=seed))
+    # the 32k-piece corpus is encoded once for the tokenizer, not once per seed
+    assert sum(1 for n in encodes if n > 100_000) == 1
+    prefixes = [{tuple(tokenizer.encode(p)[:2]) for p in run} for run in runs]
+    assert all(len(p) == 200 for p in prefixes)
+    assert len(prefixes[0] & prefixes[1]) + len(prefixes[1] & prefixes[2]) <= 2  # chance collisions only
+    assert all(len(tokenizer.encode(p)) == 64 for run in runs for p in run)
+
+
 def test_prompts_have_unique_prefixes(tokenizer) -> None:
     prompts = build_prompts(tokenizer, np.full(2000, 8), seed=4)
     first_two = {tuple(tokenizer.encode(p)[:2]) for p in prompts}
