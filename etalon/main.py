@@ -13,6 +13,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from etalon.config import register_configs  # noqa: E402
 from etalon.runner.cli import config_dir, install_error_reporting  # noqa: E402
+from etalon.runner.compose_once import install_compose_once  # noqa: E402
 from etalon.runner.heap import tune_collector  # noqa: E402
 
 register_configs()
@@ -29,6 +30,7 @@ def main() -> None:
     """The `etalon` console script."""
     tune_collector()
     install_error_reporting()
+    install_compose_once()
     app()
 
 
