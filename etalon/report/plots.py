@@ -91,13 +91,14 @@ def _tail(ax: Axes, values_s: np.ndarray, title: str, scale: float, unit: str) -
     ax.set_title(f"{title} tail")
     ax.set_xlabel(f"{title} ({unit})")
     ax.set_ylabel("fraction above (log)")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     if data.size < 2:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         return
     above = 1.0 - np.arange(data.size) / data.size
     ax.step(data, above, where="post", color="tab:purple")
     ax.set_yscale("log")
+    ax.minorticks_off()  # gridlines per decade; the minor ones were ~40% of the figure's drawing
     ax.set_ylim(max(0.5 / data.size, 1e-6), 1.05)
     for q in (0.9, 0.99, 0.999):
         if 1 - q >= 1 / data.size:

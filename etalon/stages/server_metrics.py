@@ -125,7 +125,15 @@ def write_samples(path: Path, scrapes: list[Scrape]) -> Path:
     import pandas as pd
 
     t0 = scrapes[0].time_ns
-    rows = [(s.time_ns, (s.time_ns - t0) / 1e9, name, json.dumps(dict(labels), sort_keys=True), value)
+    encoded: dict[Any, str] = {}  # the same series' labels come back in every scrape: encode once
+
+    def label_json(labels: Any) -> str:
+        text = encoded.get(labels)
+        if text is None:
+            text = encoded[labels] = json.dumps(dict(labels), sort_keys=True)
+        return text
+
+    rows = [(s.time_ns, (s.time_ns - t0) / 1e9, name, label_json(labels), value)
             for s in scrapes for name, items in s.samples.items() for labels, value in items]
     frame = pd.DataFrame(rows, columns=["time_ns", "elapsed_s", "name", "labels", "value"])
     frame.to_parquet(path, index=False)
