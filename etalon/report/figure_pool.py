@@ -1,8 +1,9 @@
-"""Figures saved by worker processes while a sweep runs: drawing and PNG-encoding a figure (its
-``savefig``) is ~90% of a figure's cost and holds the GIL, so a sweep's ~9 figures per job are
-handed, pickled, to one worker per core and waited for before anything reads them (a report page,
-MLflow's artifact copy) or the next load starts. Outside a sweep, or if a worker fails, figures are
-saved inline, as before."""
+"""Figures saved by worker processes: drawing and PNG-encoding a figure (its ``savefig``) is ~90%
+of a figure's cost and holds the GIL, so a run's ~9 figures are handed, pickled, to one worker per
+core and waited for before anything reads them (a report page, MLflow's artifact copy) or the next
+load starts. A sweep starts the pool once for all its jobs, a single run for itself. Without a
+pool (one core, a pool that failed to start, other entry points) or if a worker fails, figures are
+saved inline."""
 
 from __future__ import annotations
 
