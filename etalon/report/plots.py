@@ -11,7 +11,7 @@ from matplotlib.figure import Figure  # Figure without pyplot: headless (Agg can
 from etalon.core.metrics import NS_PER_S, pooled_gaps_s
 from etalon.core.records import RecordTable
 from etalon.core.summary import RunSummary
-from etalon.report.figures import grid_figure, new_figure, save_figure
+from etalon.report.figures import grid_figure, save_figure, text_width_in
 
 _MAX_CDF_POINTS = 200_000  # pooled TBT can hold tens of millions of values: plot a fixed-seed sample
 
@@ -121,8 +121,8 @@ def _latency_tails(table: RecordTable, summary: RunSummary) -> Figure:
 def _ttft_by_prompt(summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
-    fig = new_figure((9, 5))
-    ax = fig.subplots()
+    fig, grid = grid_figure((9, 5), 1, 1, top=0.4, bottom=0.8)  # two-line tick labels: bin and count
+    ax = grid[0, 0]
     ok = np.isfinite(req.ttft_s) & (req.prompt_tokens > 0)
     prompt, ttft_ms = req.prompt_tokens[ok], req.ttft_s[ok] * 1e3
     ax.set_xlabel("prompt length (tokens, power-of-2 bins)")
@@ -162,31 +162,37 @@ def _timeline_picks(fluidity: np.ndarray) -> list[tuple[str, int]]:
 def _token_timeline(table: RecordTable, summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
-    fig = new_figure((10, 5.5))
-    ax = fig.subplots()
+    picks = _timeline_picks(req.fluidity_index)
+    labels = [f"{name}: request {req.request_id[row]}, fluidity-index {req.fluidity_index[row]:.3f}"
+              for name, row in picks]
+    dp, dd = summary.settings.get("ttft_deadline_s"), summary.settings.get("tbt_deadline_s")
+    deadlines = isinstance(dp, float) and isinstance(dd, float)
+    if deadlines:
+        labels.append(f"deadlines: TTFT {dp:g} s, then one token per {dd * 1e3:g} ms")
+    # The legend goes beside the axes (never over the steps): the right margin holds its widest label.
+    legend_w = text_width_in(labels, 8) + 0.6 if labels else 0.2
+    fig, grid = grid_figure((10, 5.5), 1, 1, top=0.4, right=min(legend_w, 4.5))
+    ax = grid[0, 0]
     ax.set_xlabel("time since send (s)")
     ax.set_ylabel("output tokens received")
     ax.set_title("Token timeline: flat steps are stalls")
     ax.grid(alpha=0.3)
     top = 0
-    for name, row in _timeline_picks(req.fluidity_index):
+    for (_, row), label in zip(picks, labels):
         tokens = table.token_ns[table.token_offsets[row] : table.token_offsets[row + 1]]
         times_s = np.concatenate(([0.0], (tokens - table.sent_ns[row]) / NS_PER_S))
-        label = f"{name}: request {req.request_id[row]}, fluidity-index {req.fluidity_index[row]:.3f}"
         ax.step(times_s, np.arange(times_s.size), where="post", label=label)
         top = max(top, times_s.size - 1)
-    dp, dd = summary.settings.get("ttft_deadline_s"), summary.settings.get("tbt_deadline_s")
-    if isinstance(dp, float) and isinstance(dd, float) and top > 0:
-        ax.plot([dp, dp + dd * (top - 1)], [1, top], color="black", linestyle="--", linewidth=1,
-                label=f"deadlines: TTFT {dp:g} s, then one token per {dd * 1e3:g} ms")
-    if ax.lines:  # beside the axes, never over the steps
+    if deadlines and top > 0:
+        ax.plot([dp, dp + dd * (top - 1)], [1, top], color="black", linestyle="--", linewidth=1, label=labels[-1])
+    if ax.lines:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
 def _miss_rate_curve(summary: RunSummary) -> Figure:
-    fig = new_figure((8, 5))
-    ax = fig.subplots()
+    fig, grid = grid_figure((8, 5), 1, 1, top=0.4)
+    ax = grid[0, 0]
     ax.set_xlabel("target TBT deadline (ms)")
     ax.set_ylabel("p99 over requests of the deadline miss rate")
     ax.set_title("p99 miss rate vs target TBT (first token ignored)")
@@ -208,8 +214,8 @@ def _miss_rate_curve(summary: RunSummary) -> Figure:
 
 
 def _throughput_views(summary: RunSummary) -> Figure:
-    fig = new_figure((7, 4.5))
-    ax = fig.subplots()
+    fig, grid = grid_figure((7, 4.5), 1, 1, top=0.4, left=0.85, bottom=0.65)  # a two-line tick label
+    ax = grid[0, 0]
     views = [
         ("1 / mean(TPOT)", "throughput_tpot_tokens_per_s"),
         ("1 / p99(TBT)", "throughput_tbt_tokens_per_s"),

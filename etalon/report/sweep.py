@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from etalon.report.figures import new_figure, save_figure
+from etalon.report.figures import grid_figure, save_figure
 
 LATENCIES = (("TTFT", "ttft"), ("TBT", "tbt"), ("end-to-end", "e2e"))
 THROUGHPUT_KEYS = ("output_tokens_per_s_steady", "output_tokens_per_s")
@@ -44,8 +44,8 @@ def plot_latency_throughput(path: Path, frame: pd.DataFrame, swept: list[str]) -
     x_key = next((k for k in THROUGHPUT_KEYS if k in frame.columns and frame[k].notna().any()), None)
     if x_key is None:
         return None
-    fig = new_figure((15, 4.8))
-    axes = fig.subplots(1, 3)
+    fig, grid = grid_figure((15, 4.8), 1, 3)
+    axes = grid[0]
     for ax, (title, metric) in zip(axes, LATENCIES):
         for label, group in _series(frame.sort_values(x_key), swept):
             for stat, style in (("p50", "-"), ("p99", "--")):
@@ -78,8 +78,8 @@ def plot_metrics_vs_param(path: Path, frame: pd.DataFrame, swept: list[str]) -> 
         return None
     cols = min(3, len(metrics))
     rows = -(-len(metrics) // cols)
-    fig = new_figure((4.4 * cols, 3.2 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    # No axes titles: each panel's metric is its y label (small: the names are long).
+    fig, axes = grid_figure((4.4 * cols, 3.2 * rows), rows, cols, title=False, gap_h=0.6)
     order = np.argsort(x.to_numpy())
     for ax, metric in zip(axes.flat, metrics):
         scale, unit = (1e3, " (ms)") if is_seconds(metric) else (1.0, "")
