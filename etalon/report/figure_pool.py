@@ -18,8 +18,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# What a worker needs to unpickle and save any etalon figure, imported once by the fork server.
-PRELOAD = ["numpy", "matplotlib.figure", "matplotlib.backends.backend_agg", "etalon.report.figures"]
+# What a worker needs to unpickle and save any etalon figure, imported once by the fork server;
+# and the command's module, which multiprocessing runs again in every worker (as __mp_main__).
+PRELOAD = ["numpy", "matplotlib.figure", "matplotlib.backends.backend_agg", "etalon.report.figures", "etalon.main"]
 MAX_WORKERS = 4
 
 _pool: ProcessPoolExecutor | None = None
