@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,15 @@ PARENT_MARKER = "mlflow_parent_run_id"
 BASIC_LAUNCHER = "BasicLauncher"  # hydra._internal.core_plugins.basic_launcher.BasicLauncher
 
 
+def _swept(config: DictConfig) -> list[str]:
+    """The keys the sweep varies: on the command line, or by a sweep preset (`+sweep=rates` fills
+    hydra.sweeper.params)."""
+    from etalon.runner.closing import sweep_keys
+
+    params = config.hydra.sweeper.get("params") or {}
+    return sweep_keys([*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())])
+
+
 def _tracking(config: DictConfig) -> TrackingConfig | None:
     node = config.get("tracking")
     if node is None:
@@ -32,18 +42,20 @@ def _tracking(config: DictConfig) -> TrackingConfig | None:
 
 class SweepServersCallback(Callback):
     """With the basic launcher (jobs one after another in this process) the jobs of a sweep share
-    one embedded simulator, reset for each job (``etalon.runner.server_pool``); stopped at the end."""
+    one embedded simulator, reset for each job (``etalon.runner.server_pool``), started ahead of
+    the first job and stopped at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from etalon.runner import server_pool
 
         if str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith(BASIC_LAUNCHER):
             server_pool.enable()
+            server_pool.prestart(config, _swept(config), Path(config.hydra.sweep.dir) / "server.log")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from etalon.runner import server_pool
 
-        server_pool.close()
+        server_pool.close(wait=False)  # it exits while the sweep's report is written (the next callback)
 
 
 class MLflowSweepCallback(Callback):
@@ -52,16 +64,14 @@ class MLflowSweepCallback(Callback):
 
     def __init__(self) -> None:
         self._parent: tuple[Any, str] | None = None
+        self._opening: threading.Thread | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from etalon.runner.closing import SWEEP_KEYS_FILE, sweep_keys
+        from etalon.runner.closing import SWEEP_KEYS_FILE
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        # Swept on the command line, or by a sweep preset (`+sweep=rates` fills hydra.sweeper.params).
-        params = config.hydra.sweeper.get("params") or {}
-        keys = sweep_keys([*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())])
-        (sweep_dir / SWEEP_KEYS_FILE).write_text("\n".join(dict.fromkeys(keys)) + "\n")
+        (sweep_dir / SWEEP_KEYS_FILE).write_text("\n".join(dict.fromkeys(_swept(config))) + "\n")
         if config.get("plots", True):
             from etalon.report import figure_pool
 
@@ -69,26 +79,47 @@ class MLflowSweepCallback(Callback):
         tracking = _tracking(config)
         if tracking is None:
             return
+        if str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith(BASIC_LAUNCHER):
+            # Jobs run in this process, after on_job_start: MLflow imports and connects (~2 s) while
+            # the sweeper composes the jobs' configs and the shared simulator starts.
+            self._opening = threading.Thread(target=self._open_parent, args=(config, tracking),
+                                             name="etalon-mlflow-parent", daemon=True)
+            self._opening.start()
+        else:  # other launchers start jobs elsewhere, which read the parent's id from the sweep dir
+            self._open_parent(config, tracking)
+
+    def _open_parent(self, config: DictConfig, tracking: TrackingConfig) -> None:
         connected = mlflow_client(tracking)
         if connected is None:
             return
         client, experiment_id = connected
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         name = f"sweep-{config.get('experiment_name', 'etalon')}"
         overrides = " ".join(redact_overrides(config.hydra.overrides.task))
-        run = client.create_run(
+        run = TrackingState().guard("create the sweep's parent run", lambda: client.create_run(
             experiment_id,
             run_name=name,
             tags={**process_tags(), "etalon.sweep": "true", "hydra.overrides": overrides[:5000], "etalon.sweep_dir": str(sweep_dir)},
-        )
+        ))
+        if run is None:
+            return
         (sweep_dir / PARENT_MARKER).write_text(run.info.run_id)
         self._parent = (client, run.info.run_id)
         print(f"etalon: sweep parent MLflow run {run.info.run_id}", flush=True)
 
+    def _opened(self) -> None:
+        """Until the parent run is open (or failed to open): a job links itself to it."""
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.join()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._opened()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from etalon.runner.sweep_end import finish_sweep
 
+        self._opened()
         try:
             files, metrics, params = finish_sweep(Path(config.hydra.sweep.dir),
                                                   plots=bool(config.get("plots", True)))

@@ -94,6 +94,13 @@ class LaunchedServer:
 
     def start(self) -> str:
         """Start the group, wait until ``health_path`` answers 200; return the API base URL."""
+        self.spawn()
+        self.wait_ready()
+        return self.base_url
+
+    def spawn(self) -> None:
+        """Start the group and return at once (``wait_ready`` then waits for it). The thread that
+        calls this must outlive the server: the server gets a signal when it ends."""
         self._check_launchable()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
@@ -105,8 +112,6 @@ class LaunchedServer:
                 raise ServerStartError(f"server {self.server.name}: cannot run {self.command[0]!r}: {exc}") from None
         self.started_ns = time.time_ns()
         atexit.register(self.stop)
-        self._wait_ready()
-        return self.base_url
 
     def _check_launchable(self) -> None:
         binary = self.command[0]
@@ -118,7 +123,8 @@ class LaunchedServer:
                 f"server.port: {self.server.port} on {self.server.host} already answers (another server "
                 f"is running there); stop it, or leave server.port null so etalon picks a free port")
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
+        """Until ``health_path`` answers 200; a server that exits or is not ready in time is stopped."""
         url = self.server.root_url + self.server.health_path
         started = time.monotonic()
         deadline = started + self.server.startup_timeout_s

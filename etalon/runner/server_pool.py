@@ -9,6 +9,11 @@ cache, counters, fault and output draws, request ids) and points its output at t
 ``server.log``. The next job's port is the held server's port (``port_for``, used when the config
 is loaded), so its command, its resolved config and its URLs are the real ones.
 
+The sweep's first simulator is started ahead (``prestart``, from the sweep callback): it comes up
+in its own process on another core while this one imports and connects MLflow and composes the
+jobs' configs, and the first job takes it like any held one. It is not started ahead when the
+sweep varies what the simulator runs (``sim``, ``server``, ``endpoint``, ``model``, experiments).
+
 Nothing else is reused: a real engine keeps caches no reset can be trusted to clear, a simulator
 with an emission log writes one file per run, and a job that failed or was interrupted stops its
 server. Jobs in other processes (the Ray launcher) never see an enabled pool.
@@ -17,6 +22,7 @@ server. Jobs in other processes (the Ray launcher) never see an enabled pool.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import urllib.error
@@ -40,6 +46,9 @@ RESET_BUSY_PAUSE_S = 0.05
 _lock = threading.Lock()
 _enabled = False
 _idle: LaunchedServer | None = None
+_starting: threading.Thread | None = None  # a prestarted simulator still coming up
+# Swept keys under which the first job's simulator may differ from the sweep's base config.
+SERVER_KEYS = ("sim", "server", "endpoint", "model", "experiment")
 
 
 def enable() -> None:
@@ -49,13 +58,95 @@ def enable() -> None:
         _enabled = True
 
 
-def close() -> None:
-    """Stop the held simulator, if any; jobs stop their servers again."""
+def prestart(config: Any, swept: list[str], log_path: Path) -> bool:
+    """Launch the simulator that ``config`` (the sweep's base config) declares now, held for the
+    first job, unless a swept key may change it; it logs to ``log_path`` until a job takes it.
+    Returns whether one is starting. Any problem is left to the first job, which starts its own."""
+    global _idle, _starting
+    if any(key.split(".", 1)[0].split("/", 1)[0] in SERVER_KEYS for key in swept):
+        return False
+    try:
+        launched = _launchable(config, log_path)
+    except Exception as exc:  # an incomplete or invalid base config: the job reports it properly
+        log.debug("simulator not started ahead of the sweep: %s: %s", type(exc).__name__, exc)
+        return False
+    if launched is None:
+        return False
+    with _lock:
+        if not _enabled or _idle is not None or _starting is not None:
+            return False
+    try:
+        launched.spawn()  # on this (the main) thread: the server's parent-death signal follows it
+    except Exception as exc:
+        log.debug("simulator not started ahead of the sweep: %s", exc)
+        return False
+    print(f"etalon: launching {launched.server.name} on port {launched.server.port} for the jobs of this sweep "
+          f"(log: {launched.log_path})", file=sys.stderr, flush=True)
+    with _lock:
+        _idle = launched
+        _starting = threading.Thread(target=_wait_held, args=(launched,), name="etalon-sim-prestart", daemon=True)
+        _starting.start()
+    return True
+
+
+def _launchable(config: Any, log_path: Path) -> LaunchedServer | None:
+    """The reusable simulator ``config`` would launch (its port picked), else None."""
+    import copy
+
+    from omegaconf import OmegaConf, open_dict
+
+    from etalon.runner.endpoint import assign_port
+
+    dcfg = copy.deepcopy(config)
+    with open_dict(dcfg):
+        dcfg.pop("hydra", None)
+    endpoint, server = dcfg.get("endpoint"), dcfg.get("server")
+    if endpoint is None or server is None or endpoint.get("base_url") is not None or endpoint.get("server") is not None:
+        return None
+    assign_port(dcfg)
+    resolved = OmegaConf.to_container(dcfg.server, resolve=True)
+    server_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ServerConfig), resolved))
+    assert isinstance(server_cfg, ServerConfig)
+    if not reusable(dcfg.get("sim"), server_cfg):
+        return None
+    return LaunchedServer(server_cfg, log_path)
+
+
+def _wait_held(launched: LaunchedServer) -> None:
+    global _idle
+    try:
+        launched.wait_ready()
+    except Exception as exc:  # the first job starts its own and reports what goes wrong
+        log.info("simulator started ahead of the sweep did not come up (%s); the first job starts its own", exc)
+        with _lock:
+            if _idle is launched:
+                _idle = None
+        launched.stop()
+
+
+def _wait_started() -> None:
+    """Until a prestarted simulator is up (or has failed)."""
+    global _starting
+    starting = _starting
+    if starting is not None:
+        starting.join()
+        _starting = None
+
+
+def close(wait: bool = True) -> None:
+    """Stop the held simulator, if any; jobs stop their servers again. ``wait=False``: it is
+    stopped on a thread (it takes ~0.2 s to exit) while the caller goes on; the interpreter waits
+    for that thread before it exits."""
     global _enabled, _idle
+    _wait_started()
     with _lock:
         _enabled, held, _idle = False, _idle, None
-    if held is not None:
+    if held is None:
+        return
+    if wait:
         held.stop()
+    else:
+        threading.Thread(target=held.stop, name="etalon-sim-stop", daemon=False).start()
 
 
 def reusable(sim: Any, server: Any) -> bool:
@@ -77,6 +168,7 @@ def take(server: ServerConfig, log_path: Path) -> LaunchedServer | None:
     """The held simulator, reset and logging to ``log_path``, when it runs exactly ``server``'s
     command and environment; else None (a held one that does not match is stopped)."""
     global _idle
+    _wait_started()
     with _lock:
         held, _idle = (_idle, None) if _enabled else (None, _idle)
     if held is None:
@@ -93,8 +185,8 @@ def take(server: ServerConfig, log_path: Path) -> LaunchedServer | None:
         return None
     assert held.process is not None  # alive
     with open(log_path, "ab") as f:
-        f.write(f"# etalon: reusing {server.name} (pid {held.process.pid}, started for an earlier job of this "
-                f"sweep, reset to a fresh state): {' '.join(held.command)}\n".encode())
+        f.write(f"# etalon: reusing {server.name} (pid {held.process.pid}, started earlier in this sweep, "
+                f"reset to a fresh state): {' '.join(held.command)}\n".encode())
     held.log_path = log_path
     return held
 
@@ -141,4 +233,4 @@ def _get(node: Any, name: str) -> Any:
     return node.get(name) if isinstance(node, Mapping) else getattr(node, name, None)
 
 
-__all__ = ["close", "enable", "port_for", "release", "reusable", "take"]
+__all__ = ["close", "enable", "port_for", "prestart", "release", "reusable", "take"]

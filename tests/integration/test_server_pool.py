@@ -78,23 +78,30 @@ def _first_and_last(job_dir: Path, name: str) -> tuple[float, float]:
 
 
 def test_sweep_jobs_share_one_reset_simulator(tmp_path: Path) -> None:
+    """The simulator starts with the sweep, ahead of its first job (its start-up log is the
+    sweep's server.log); every job takes it reset, job 0 included."""
     run = run_cli(tmp_path, *SWEEP, "workload.arrival.rate_rps=4,8,16", multirun=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr.count("etalon: launching sim") == 1
-    assert run.stderr.count("etalon: reusing sim") == 2
+    assert "for the jobs of this sweep" in run.stderr
+    assert run.stderr.count("etalon: reusing sim") == 3
     sweep = tmp_path / "sweep"
+    prestart = (sweep / "server.log").read_text()
+    assert prestart.startswith("# etalon: launching sim:") and "listening on" in prestart
     for job in ("0", "1", "2"):
         log = (sweep / job / "server.log").read_text()
-        assert log.startswith("# etalon: reusing" if job != "0" else "# etalon: launching")
+        assert log.startswith("# etalon: reusing sim (pid"), job
         # The server's own counters start at zero in every job and count that job's requests only.
         first, last = _first_and_last(sweep / job, "vllm:request_success_total")
         assert (first, last) == (0.0, 10.0), job
 
 
 def test_sweep_over_sim_settings_starts_a_simulator_per_setting(tmp_path: Path) -> None:
+    """None is started ahead either: the sweep's base config is not what its jobs run."""
     run = run_cli(tmp_path, *SWEEP, "workload.num_requests=4", "sim.latency.tbt_s=0.01,0.02", multirun=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr.count("etalon: launching sim") == 2
+    assert "for the jobs of this sweep" not in run.stderr
     assert "etalon: reusing sim" not in run.stderr
 
 
