@@ -157,7 +157,7 @@ def test_closed_loop_keeps_n_in_flight(server: PacedServer, tmp_path: Path) -> N
         assert recs[i].scheduled_ns == 0  # every user is ready at the start
     for i in range(20):  # user i % 4 sends request i + 4 when request i ended, plus think time
         assert recs[i + 4].scheduled_ns == recs[i].end_ns + int(think_s * 1e9)
-        assert 0 <= recs[i + 4].sent_ns - recs[i + 4].scheduled_ns < 5 * MS
+        assert 0 <= recs[i + 4].sent_ns - recs[i + 4].scheduled_ns < 25 * MS  # dispatch lag; a loaded CI host adds ms
         assert recs[i + 4].actor == recs[i].actor == (i % 4) % 2
 
 

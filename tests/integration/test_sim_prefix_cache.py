@@ -99,5 +99,7 @@ def test_caching_off_computes_every_prompt_in_full(tmp_path: Path) -> None:
     assert all("prompt_tokens_details" not in r.usage for r in results)
     logged = [orjson.loads(line) for line in log_path.read_text().splitlines()]
     server_ttft_s = [(e["token_ns"][0] - e["arrival_ns"]) / 1e9 for e in logged]
-    assert server_ttft_s[1] == pytest.approx(server_ttft_s[0], abs=0.005)  # no 64 ms saved
+    # A hit would save the 64-token prefill (64 ms); a loaded host may slow either request by a
+    # few ms, which is no saving.
+    assert server_ttft_s[1] > server_ttft_s[0] - 0.016
     assert [e["cached_tokens"] for e in logged] == [None, None] and values[QUERIES] == 0
