@@ -19,8 +19,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # What a worker needs to unpickle and save any etalon figure, imported once by the fork server;
-# and the command's module, which multiprocessing runs again in every worker (as __mp_main__).
-PRELOAD = ["numpy", "matplotlib.figure", "matplotlib.backends.backend_agg", "etalon.report.figures", "etalon.main"]
+# and what the command's module imports: multiprocessing runs that module again in every worker
+# (as __mp_main__), which then costs ~5 ms. Preloading the module itself would make runpy warn on
+# stderr that it is already imported.
+PRELOAD = ["numpy", "matplotlib.figure", "matplotlib.backends.backend_agg", "etalon.report.figures",
+           "hydra", "omegaconf", "etalon.config", "etalon.runner.cli", "etalon.runner.compose_once",
+           "etalon.runner.heap"]
 MAX_WORKERS = 4
 
 _pool: ProcessPoolExecutor | None = None
