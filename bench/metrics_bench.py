@@ -1,6 +1,11 @@
 """Speed and memory of the full run summary on 100,000 requests x 500 tokens (no plots).
 
-In memory: python bench/metrics_bench.py [--reference]   (--reference: the numpy deadline maths)
+In memory: python bench/metrics_bench.py [--reference | --compiled] [--cold]
+  (--reference: the numpy deadline maths; --compiled: the numba kernels at any size; default: as
+  etalon.core.deadline_batch chooses; --cold: what a fresh process pays, numba's import and kernel
+  load included, instead of warming the kernels first)
+Where numpy stops paying off in a fresh process:
+  python bench/metrics_bench.py --cold-sizes 128x75,1000x75,5000x75,20000x75
 From Parquet (bounded memory): python bench/metrics_bench.py --requests 1000000 --tokens 200
   --write-parquet /tmp/r.parquet, then python bench/metrics_bench.py --from-parquet /tmp/r.parquet
 """
@@ -9,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,6 +147,19 @@ def from_parquet(directory: Path, batch_rows: int) -> None:
           f"service_miss_rate={scalars.get('service_miss_rate'):.4f}")
 
 
+def cold_sizes(sizes: str) -> None:
+    """Per size (REQUESTSxTOKENS), the summary's wall time in a fresh process three ways."""
+    print(f"{'requests':>9} {'tokens':>10} {'numpy':>8} {'compiled':>9} {'as chosen':>10}")
+    for size in sizes.split(","):
+        n, k = (int(v) for v in size.lower().split("x"))
+        times = []
+        for flag in ("--reference", "--compiled", None):
+            out = subprocess.run([sys.executable, __file__, "--cold", "--requests", str(n), "--tokens", str(k),
+                                  *([flag] if flag else [])], capture_output=True, text=True, check=True).stdout
+            times.append(float(out.split("summary wall time: ")[1].split(" s")[0]))
+        print(f"{n:>9} {n * k:>10} {times[0]:>7.2f}s {times[1]:>8.2f}s {times[2]:>9.2f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=100_000)
@@ -148,10 +168,16 @@ def main() -> None:
         "--reference", action="store_true",
         help="use the vectorised numpy deadline maths (etalon.core.deadlines) the kernels replaced",
     )
+    parser.add_argument("--compiled", action="store_true", help="the compiled kernels at any size")
+    parser.add_argument("--cold", action="store_true", help="no warm-up: numba's import and kernel load are timed")
+    parser.add_argument("--cold-sizes", help="REQUESTSxTOKENS,...: fresh-process times of both paths per size")
     parser.add_argument("--write-parquet", type=Path, help="write the synthetic run to this records.parquet dir, exit")
     parser.add_argument("--from-parquet", type=Path, help="summarise this records.parquet dir in chunks instead")
     parser.add_argument("--batch-rows", type=int, default=8192)
     args = parser.parse_args()
+    if args.cold_sizes:
+        cold_sizes(args.cold_sizes)
+        return
     if args.write_parquet:
         write_parquet(args.write_parquet, args.requests, args.tokens)
         return
@@ -159,11 +185,15 @@ def main() -> None:
         _warm_kernels()
         from_parquet(args.from_parquet, args.batch_rows)
         return
+    from etalon.core import deadline_batch
     from etalon.core.summary import summarize
 
-    _warm_kernels()
+    if not args.cold:
+        _warm_kernels()
     if args.reference:
         _use_reference()
+    elif args.compiled:
+        deadline_batch.COMPILED_ABOVE_TOKENS = -1
     table = synthetic_table(args.requests, args.tokens)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -171,8 +201,9 @@ def main() -> None:
     wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     scalars = summary.scalars()
+    path = "numpy" if args.reference else "compiled kernels" if "numba" in sys.modules else "numpy (as chosen)"
     print(f"requests={args.requests} tokens/request={args.tokens} tokens={table.token_ns.shape[0]}")
-    print(f"summary wall time: {wall_s:.2f} s (CPU {cpu_s:.2f} s, all threads; {'numpy reference' if args.reference else 'compiled kernels'})")
+    print(f"summary wall time: {wall_s:.2f} s (CPU {cpu_s:.2f} s, all threads; {path})")
     print(f"peak RSS: {peak_gib:.2f} GiB (after building the table: {rss_before:.2f} GiB)")
     print(f"scalars: {len(scalars)}; ttft_p99_s={scalars.get('ttft_p99_s'):.4f} "
           f"tbt_p99_s={scalars.get('tbt_p99_s'):.4f} service_miss_rate={scalars.get('service_miss_rate'):.4f}")

@@ -1,8 +1,9 @@
 """Per-request metric maths: the deadline miss rate (scalar reference), curves, throughput views, stats.
 
-The scalar functions follow DESIGN section 3 literally, in integer ns; ``etalon.core.deadline_kernels``
-holds the compiled batch versions (re-exported here) that the run summary uses, and
-``etalon.core.deadlines`` the vectorised numpy versions they are tested against.
+The scalar functions follow DESIGN section 3 literally, in integer ns. The batch versions the run
+summary uses are re-exported from ``etalon.core.deadline_batch``, which sends small inputs to the
+vectorised numpy versions (``etalon.core.deadlines``) and large ones to the compiled kernels
+(``etalon.core.deadline_kernels``); the two give the same numbers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from etalon.core.deadline_kernels import (
+from etalon.core.deadline_batch import (
     deadline_miss_counts,
     pooled_gaps_s,
     gap_miss_rate_matrix,

@@ -8,6 +8,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from etalon.core.deadline_batch import gather_tokens
+
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -150,8 +152,6 @@ class RecordTable:
 
     def select(self, mask: np.ndarray) -> RecordTable:
         """Rows where ``mask`` is true, token arrays re-packed."""
-        from etalon.core.deadline_kernels import gather_tokens  # numba: imported only when needed
-
         idx = np.flatnonzero(mask)
         token_ns, offsets = gather_tokens(self.token_ns, self.token_offsets, idx)
         fields = {
