@@ -1,18 +1,24 @@
-"""Headless figures for every plot etalon writes: matplotlib's Figure API, no pyplot global state."""
+"""Headless figures for every plot etalon writes: matplotlib's Figure API, no pyplot global state.
+
+matplotlib is imported when a figure is built, not with this module: a run whose figures are all
+drawn by the figure pool's workers (``figure_pool.draw``) never imports it (~0.6 s).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib import rc_context
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 110
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:
     """A figure with constrained layout (no global backend switch, nothing to close afterwards)."""
+    from matplotlib.figure import Figure
+
     return Figure(figsize=figsize, layout="constrained")
 
 
@@ -25,6 +31,9 @@ def grid_figure(figsize: tuple[float, float], rows: int, cols: int, *, title: bo
     fixed height too: matplotlib otherwise measures every tick label again to place them (~20% of
     a grid's drawing). Wider margins are the caller's: ``right`` for a legend beside the axes,
     ``bottom`` for two-line tick labels, ``left`` for long y tick labels."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
     width, height = figsize
     fig = Figure(figsize=figsize)
     top = top if top is not None else (0.65 if title else 0.4)

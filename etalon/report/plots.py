@@ -3,42 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure  # Figure without pyplot: headless (Agg canvas), no global state
 
 from etalon.core.metrics import NS_PER_S, pooled_gaps_s
 from etalon.core.records import RecordTable
 from etalon.core.summary import RunSummary
-from etalon.report.figures import grid_figure, save_figure, text_width_in
+from etalon.report.figure_pool import draw
+from etalon.report.figures import grid_figure, text_width_in
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure  # Figure without pyplot: headless (Agg canvas), no global state
 
 _MAX_CDF_POINTS = 200_000  # pooled TBT can hold tens of millions of values: plot a fixed-seed sample
 
 
 def write_plots(run_dir: Path, table: RecordTable, summary: RunSummary) -> list[Path]:
-    """All plots; ``table`` holds the measured rows that ``summary.requests`` describes, in order."""
+    """All plots; ``table`` holds the measured rows that ``summary.requests`` describes, in order.
+    Each is built and saved by a figure worker when the pool runs (see ``figure_pool.draw``)."""
     return [
-        _save(_latency_cdfs(table, summary), run_dir / "latency_cdfs.png"),
-        _save(_latency_tails(table, summary), run_dir / "latency_tails.png"),
-        _save(_ttft_by_prompt(summary), run_dir / "ttft_vs_prompt_tokens.png"),
-        _save(_token_timeline(table, summary), run_dir / "token_timeline.png"),
-        _save(_miss_rate_curve(summary), run_dir / "miss_rate_curve.png"),
-        _save(_throughput_views(summary), run_dir / "throughput_views.png"),
+        draw(f"{__name__}:latency_cdfs", (table, summary), run_dir / "latency_cdfs.png"),
+        draw(f"{__name__}:latency_tails", (table, summary), run_dir / "latency_tails.png"),
+        draw(f"{__name__}:ttft_by_prompt", (summary,), run_dir / "ttft_vs_prompt_tokens.png"),
+        draw(f"{__name__}:token_timeline", (table, summary), run_dir / "token_timeline.png"),
+        draw(f"{__name__}:miss_rate_curve", (summary,), run_dir / "miss_rate_curve.png"),
+        draw(f"{__name__}:throughput_views", (summary,), run_dir / "throughput_views.png"),
     ]
 
 
 def write_summary_plots(run_dir: Path, summary: RunSummary) -> list[Path]:
     """The plots that need only the summary (no token times): for summaries computed from a file."""
     return [
-        _save(_ttft_by_prompt(summary), run_dir / "ttft_vs_prompt_tokens.png"),
-        _save(_miss_rate_curve(summary), run_dir / "miss_rate_curve.png"),
-        _save(_throughput_views(summary), run_dir / "throughput_views.png"),
+        draw(f"{__name__}:ttft_by_prompt", (summary,), run_dir / "ttft_vs_prompt_tokens.png"),
+        draw(f"{__name__}:miss_rate_curve", (summary,), run_dir / "miss_rate_curve.png"),
+        draw(f"{__name__}:throughput_views", (summary,), run_dir / "throughput_views.png"),
     ]
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    return save_figure(fig, path)
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
@@ -69,7 +70,7 @@ def _cdf(ax: Axes, values_s: np.ndarray, title: str, scale: float, unit: str) ->
     ax.legend(loc="lower right", fontsize=8)
 
 
-def _latency_cdfs(table: RecordTable, summary: RunSummary) -> Figure:
+def latency_cdfs(table: RecordTable, summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
     ok = table.select(table.ok) if not table.ok.all() else table
@@ -105,7 +106,7 @@ def _tail(ax: Axes, values_s: np.ndarray, title: str, scale: float, unit: str) -
             ax.axhline(1 - q, color="gray", linestyle=":", linewidth=0.8)
 
 
-def _latency_tails(table: RecordTable, summary: RunSummary) -> Figure:
+def latency_tails(table: RecordTable, summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
     ok = table.select(table.ok) if not table.ok.all() else table
@@ -118,7 +119,7 @@ def _latency_tails(table: RecordTable, summary: RunSummary) -> Figure:
     return fig
 
 
-def _ttft_by_prompt(summary: RunSummary) -> Figure:
+def ttft_by_prompt(summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
     fig, grid = grid_figure((9, 5), 1, 1, top=0.4, bottom=0.8)  # two-line tick labels: bin and count
@@ -159,7 +160,7 @@ def _timeline_picks(fluidity: np.ndarray) -> list[tuple[str, int]]:
     return [(name, row) for row, name in seen.items()]
 
 
-def _token_timeline(table: RecordTable, summary: RunSummary) -> Figure:
+def token_timeline(table: RecordTable, summary: RunSummary) -> Figure:
     req = summary.requests
     assert req is not None
     picks = _timeline_picks(req.fluidity_index)
@@ -190,7 +191,7 @@ def _token_timeline(table: RecordTable, summary: RunSummary) -> Figure:
     return fig
 
 
-def _miss_rate_curve(summary: RunSummary) -> Figure:
+def miss_rate_curve(summary: RunSummary) -> Figure:
     fig, grid = grid_figure((8, 5), 1, 1, top=0.4)
     ax = grid[0, 0]
     ax.set_xlabel("target TBT deadline (ms)")
@@ -213,7 +214,7 @@ def _miss_rate_curve(summary: RunSummary) -> Figure:
     return fig
 
 
-def _throughput_views(summary: RunSummary) -> Figure:
+def throughput_views(summary: RunSummary) -> Figure:
     fig, grid = grid_figure((7, 4.5), 1, 1, top=0.4, left=0.85, bottom=0.65)  # a two-line tick label
     ax = grid[0, 0]
     views = [

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from etalon.report.figures import grid_figure, save_figure
+from etalon.report.figure_pool import draw
+from etalon.report.figures import grid_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_server_timeline(path: Path, series: dict[str, np.ndarray]) -> Path:
+    """``server_timeline_figure`` saved at ``path`` (by a figure worker when the pool runs)."""
+    return draw(f"{__name__}:server_timeline_figure", (series,), path)
+
+
+def server_timeline_figure(series: dict[str, np.ndarray]) -> Figure:
     """Three panels over seconds since the first scrape: requests (server running/waiting, client
     in flight), token rates (server generated vs client received), cache (KV usage, prefix hits)."""
     t_s = (series["time_ns"] - series["time_ns"][0]) / 1e9
@@ -36,7 +46,7 @@ def plot_server_timeline(path: Path, series: dict[str, np.ndarray]) -> Path:
             ax.legend(fontsize=8, loc="upper right")
     ax_kv.set_xlabel("time since the first scrape (s)")
     fig.suptitle("server metrics (/metrics) and the client's view of the same run", fontsize=10)
-    return save_figure(fig, path)
+    return fig
 
 
-__all__ = ["plot_server_timeline"]
+__all__ = ["plot_server_timeline", "server_timeline_figure"]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from etalon.core.records import RecordTable
-from etalon.report.figures import grid_figure, save_figure
+from etalon.report.figure_pool import draw
+from etalon.report.figures import grid_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TIMESERIES_FILE = "timeseries.png"
 
@@ -19,13 +24,18 @@ def _bins(t0_ns: int, t1_ns: int) -> np.ndarray:
 
 
 def plot_timeseries(path: Path, table: RecordTable) -> Path:
+    """``timeseries_figure`` saved at ``path`` (by a figure worker when the pool runs)."""
+    return draw(f"{__name__}:timeseries_figure", (table,), path)
+
+
+def timeseries_figure(table: RecordTable) -> Figure:
     """Four panels over time since the first planned send (measured rows; x from 0)."""
     t = table.select(~table.warmup) if table.warmup.any() else table
     fig, grid = grid_figure((10, 8), 4, 1, gap_h=0.25, sharex=True)
     axes = grid[:, 0]
     if not len(t):
         axes[0].text(0.5, 0.5, "no measured request", ha="center", transform=axes[0].transAxes)
-        return save_figure(fig, path)
+        return fig
     t0 = int(t.scheduled_ns.min())
     edges = _bins(t0, int(t.end_ns.max()))
     width = edges[1] - edges[0]
@@ -51,7 +61,7 @@ def plot_timeseries(path: Path, table: RecordTable) -> Path:
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     fig.suptitle("Load over time (measured requests; warm-up excluded)")
-    return save_figure(fig, path)
+    return fig
 
 
-__all__ = ["TIMESERIES_FILE", "plot_timeseries"]
+__all__ = ["TIMESERIES_FILE", "plot_timeseries", "timeseries_figure"]
