@@ -7,6 +7,9 @@ import os
 # Before MLflow is imported anywhere (also in Ray workers, which inherit the environment): its
 # records then go to the run's log file rather than straight to the terminal.
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+# MLflow 3's usage telemetry posts from a thread of the measuring process (and fetches its config
+# over the network at start): off unless the user sets MLFLOW_DISABLE_TELEMETRY=false.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -15,6 +15,7 @@ class QuietLibrariesCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if "ray" in str(config.hydra.get("launcher", {}).get("_target_", "")).lower():
             from etalon.loadgen.ray_init import quiet_ray_logging

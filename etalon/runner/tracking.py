@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # MLflow's own stderr handler would print its store-migration INFO lines on every run; with this
 # its records go through the root logger (the run's log file).
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage posts from the measuring process
 
 PARAM_BATCH = 100
 METRIC_BATCH = 1000
