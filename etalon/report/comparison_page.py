@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from etalon.core.comparison import BETTER, WORSE, MetricDelta
 from etalon.report.html import Section, Table, write_page
@@ -45,8 +45,15 @@ def write_deltas(out_dir: Path, stem: str, comparisons: dict[str, Sequence[Metri
 
 
 def plot_deltas(path: Path, comparisons: dict[str, Sequence[MetricDelta]]) -> Path:
+    """``deltas_figure`` saved at ``path`` (by a figure worker when the pool runs)."""
+    from etalon.report.figure_pool import draw
+
+    return draw(f"{__name__}:deltas_figure", (comparisons,), path)
+
+
+def deltas_figure(comparisons: dict[str, Sequence[MetricDelta]]) -> Any:
     """One panel per compared run: relative delta (%) of every metric with its interval, coloured by verdict."""
-    from etalon.report.figures import grid_figure, save_figure, text_width_in
+    from etalon.report.figures import grid_figure, text_width_in
 
     # Fixed margins (a constrained layout costs ~0.3 s here): room on the left and between panels
     # for the metric names that label the y ticks.
@@ -71,7 +78,7 @@ def plot_deltas(path: Path, comparisons: dict[str, Sequence[MetricDelta]]) -> Pa
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("red: worse · green: better · gray: no detectable difference", fontsize=9)
-    return save_figure(fig, path)
+    return fig
 
 
 def write_comparison_page(path: Path, title: str, text: str, comparisons: dict[str, Sequence[MetricDelta]],
@@ -83,4 +90,4 @@ def write_comparison_page(path: Path, title: str, text: str, comparisons: dict[s
     return write_page(path, title, sections)
 
 
-__all__ = ["format_table", "plot_deltas", "table_rows", "write_comparison_page"]
+__all__ = ["deltas_figure", "format_table", "plot_deltas", "table_rows", "write_comparison_page"]

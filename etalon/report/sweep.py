@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from etalon.report.figures import grid_figure, save_figure
+from etalon.report.figure_pool import draw
+from etalon.report.figures import grid_figure
 
 LATENCIES = (("TTFT", "ttft"), ("TBT", "tbt"), ("end-to-end", "e2e"))
 THROUGHPUT_KEYS = ("output_tokens_per_s_steady", "output_tokens_per_s")
@@ -44,6 +45,11 @@ def plot_latency_throughput(path: Path, frame: pd.DataFrame, swept: list[str]) -
     x_key = next((k for k in THROUGHPUT_KEYS if k in frame.columns and frame[k].notna().any()), None)
     if x_key is None:
         return None
+    return draw(f"{__name__}:latency_throughput_figure", (frame, swept, x_key), path)
+
+
+def latency_throughput_figure(frame: pd.DataFrame, swept: list[str], x_key: str) -> Any:
+    """The figure of ``plot_latency_throughput`` (built by a figure worker when the pool runs)."""
     fig, grid = grid_figure((15, 4.8), 1, 3)
     axes = grid[0]
     for ax, (title, metric) in zip(axes, LATENCIES):
@@ -62,7 +68,7 @@ def plot_latency_throughput(path: Path, frame: pd.DataFrame, swept: list[str]) -
         if ax.lines:
             ax.legend(fontsize=7)
     fig.suptitle("Latency vs throughput, one point per job")
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_metrics_vs_param(path: Path, frame: pd.DataFrame, swept: list[str]) -> Path | None:
@@ -76,6 +82,12 @@ def plot_metrics_vs_param(path: Path, frame: pd.DataFrame, swept: list[str]) -> 
     metrics = [m for m in TABLE_METRICS if m in frame.columns and _varies(frame[m])]
     if not metrics:
         return None
+    return draw(f"{__name__}:metrics_vs_param_figure", (frame, swept, metrics), path)
+
+
+def metrics_vs_param_figure(frame: pd.DataFrame, swept: list[str], metrics: list[str]) -> Any:
+    """The figure of ``plot_metrics_vs_param`` (built by a figure worker when the pool runs)."""
+    x = pd.to_numeric(frame[swept[0]], errors="coerce")
     cols = min(3, len(metrics))
     rows = -(-len(metrics) // cols)
     # No axes titles: each panel's metric is its y label (small: the names are long).
@@ -95,7 +107,7 @@ def plot_metrics_vs_param(path: Path, frame: pd.DataFrame, swept: list[str]) -> 
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     fig.suptitle(f"Metrics against {swept[0]} (constant metrics left out)")
-    return save_figure(fig, path)
+    return fig
 
 
 def is_seconds(metric: str) -> bool:
@@ -141,4 +153,5 @@ def _fmt(value: Any, column: str) -> str:
     return f"{v:.4g}"
 
 
-__all__ = ["format_sweep_table", "is_geometric", "plot_latency_throughput", "plot_metrics_vs_param"]
+__all__ = ["format_sweep_table", "is_geometric", "latency_throughput_figure", "metrics_vs_param_figure",
+           "plot_latency_throughput", "plot_metrics_vs_param"]
