@@ -23,14 +23,15 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# What a worker needs to unpickle and save any etalon figure, imported once by the fork server;
-# and what the command's module imports: multiprocessing runs that module again in every worker
-# (as __mp_main__), which then costs ~5 ms. Preloading the module itself would make runpy warn on
+# Imported once by the fork server: what a worker needs to save any etalon figure and to build a
+# run's figures (draw's builders; the sweep's load pandas in the worker on first use); and what
+# the command's module imports: multiprocessing runs that module again in every worker (as
+# __mp_main__), which then costs ~5 ms. Preloading the module itself would make runpy warn on
 # stderr that it is already imported.
 PRELOAD = ["numpy", "matplotlib.figure", "matplotlib.backends.backend_agg", "etalon.report.figures",
+           "etalon.report.plots", "etalon.report.timeseries", "etalon.report.server_plots",
            "hydra", "omegaconf", "etalon.config", "etalon.runner.cli", "etalon.runner.compose_once",
            "etalon.runner.heap"]
-PRELOAD += ["etalon.report.plots", "etalon.report.timeseries", "etalon.report.server_plots"]  # draw's builders
 MAX_WORKERS = 4
 # A builder's inputs are pickled to its worker: above this (a run of tens of millions of tokens) the
 # figure is built here and only the figure is sent.
