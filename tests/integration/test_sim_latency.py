@@ -108,11 +108,11 @@ def test_engine_ttft_and_tbt_match_model_below_capacity(tmp_path) -> None:
     assert statistics.median(ttft_s) < 2 * expected_ttft_s
 
 
-def _ttft_p99_by_third(results: list) -> tuple[float, float]:
+def _ttft_by_third(results: list, q: float) -> tuple[float, float]:
     ordered = sorted(results, key=lambda r: r.sent_ns)
     third = len(ordered) // 3
-    return (percentile([r.ttft_s for r in ordered[:third]], 99),
-            percentile([r.ttft_s for r in ordered[-third:]], 99))
+    return (percentile([r.ttft_s for r in ordered[:third]], q),
+            percentile([r.ttft_s for r in ordered[-third:]], q))
 
 
 def test_tiny_engine_rate_sweep_shows_the_knee() -> None:
@@ -122,9 +122,12 @@ def test_tiny_engine_rate_sweep_shows_the_knee() -> None:
         below = asyncio.run(_open_loop(server.base_url, 10, 2.5, body))
         above = asyncio.run(_open_loop(server.base_url, 60, 2.5, body))
     assert all(len(r.texts) == 20 for r in below + above)
-    first_s, last_s = _ttft_p99_by_third(below)
-    assert last_s < 0.05 and last_s < 2 * first_s + 0.01  # flat below the ~29 req/s capacity
-    first_s, last_s = _ttft_p99_by_third(above)
+    # Flat below the ~29 req/s capacity: a third holds ~8 requests, so its p99 is its slowest one,
+    # which one scheduler hiccup of a loaded host moves; a queue that builds up moves the median.
+    first_s, last_s = _ttft_by_third(below, 50)
+    assert last_s < 0.05 and last_s < 2 * first_s + 0.01
+    assert _ttft_by_third(below, 99)[1] < 0.1
+    first_s, last_s = _ttft_by_third(above, 99)
     assert last_s > 1.0 and last_s > 2 * first_s  # the queue grows for the whole run
 
 
