@@ -8,6 +8,7 @@ from typing import Any
 
 SCHEDULERS = ("independent", "prefill_first", "chunked")
 OUTPUT_LENGTH_KINDS = ("fixed", "uniform", "lognormal")
+PRECISE_WAITS = ("sleep", "spin")
 PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "sim"
 RESET_PATH = "/etalon/reset"  # POST: back to a fresh start (etalon reuses one simulator across sweep jobs)
 STANDALONE_MODEL = {"name": "etalon-sim", "tokenizer": "etalon-bpe-8k", "context_tokens": 8192}
@@ -109,10 +110,18 @@ class SimConfig:
     seed: int = 0
     emission_log_path: str | None = None
     # Timers wake up to ~1 ms late (epoll has ms resolution); the last spin_wait_s before a due
-    # emission is spent yielding to the loop instead, so emissions land within ~0.1 ms.
+    # emission is waited out precisely instead, so emissions land within ~0.1 ms: by sleeping the
+    # thread in short slices (precise_wait=sleep, no CPU) or by spinning the loop (spin: ~0 us late
+    # on an idle core, but it holds a core and starves a client on the same cores).
     spin_wait_s: float = 0.001
+    precise_wait: str = "sleep"
 
     def __post_init__(self) -> None:
+        if self.precise_wait not in PRECISE_WAITS:
+            raise SimConfigError(
+                f"sim.precise_wait={self.precise_wait!r} is not one of {', '.join(PRECISE_WAITS)}")
+        if not 0 <= self.spin_wait_s <= 0.1:
+            raise SimConfigError(f"sim.spin_wait_s={self.spin_wait_s} must be within [0, 0.1]")
         if self.scheduler not in SCHEDULERS:
             raise SimConfigError(
                 f"sim.scheduler={self.scheduler!r} is not one of {', '.join(SCHEDULERS)}"
